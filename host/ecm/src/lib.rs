@@ -1,0 +1,1 @@
+//! The repository boundary of wharf (see README.md).

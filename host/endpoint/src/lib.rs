@@ -1,0 +1,1 @@
+//! The partner endpoint boundary of wharf (see README.md).

@@ -1,0 +1,11 @@
+//! wharf: moves business files between trading partners' FTP, FTPS and SFTP
+//! servers and an ECM repository. The host owns connections, bytes and
+//! guarantees; each partner's rules are a sandboxed WebAssembly plugin.
+//!
+//! This crate is the runtime. Its modules follow the architecture:
+//! [`plugin`] (the sandboxed plugin host) and [`cli`] (the `wharf` command).
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod plugin;

@@ -1,0 +1,5 @@
+//! The `wharf` command.
+
+fn main() -> std::process::ExitCode {
+    wharf::cli::main()
+}

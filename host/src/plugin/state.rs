@@ -1,0 +1,313 @@
+//! The data of one plugin store (one call) and the host side of every
+//! imported interface. One module per interface would be overkill for
+//! functions this small; each `impl` block below is one interface.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Result as WtResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::PartnerContext;
+use super::bindings::{config, content, ecm, ftp, log, types};
+use super::caps::{CapError, Search};
+use super::content::{ContentHandle, MAX_READ};
+use super::decision;
+use super::output::Captured;
+
+/// Most log records a plugin may write in one call; later ones are counted
+/// and dropped so a chatty plugin cannot flood the host's log.
+const MAX_LOG_RECORDS: u32 = 1000;
+/// Longest log message kept.
+const MAX_LOG_MESSAGE: usize = 4096;
+/// Most bytes a plugin may read or write through `ftp` in one request.
+const MAX_FTP_BYTES: usize = 1024 * 1024;
+/// Most search results handed to a plugin.
+const MAX_SEARCH_RESULTS: u32 = 1000;
+
+/// Denies memory growth beyond the cap and remembers that it did, so a trap
+/// that follows can be reported as out-of-memory.
+pub(crate) struct MemoryCap {
+    pub(crate) cap: usize,
+    pub(crate) denied: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> WtResult<bool> {
+        if desired > self.cap {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> WtResult<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// What a store holds while a plugin decides one file.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryCap,
+    pub(crate) context: Arc<PartnerContext>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) stdout: Captured,
+    pub(crate) stderr: Captured,
+    log_records: u32,
+    pub(crate) logs_dropped: u32,
+}
+
+impl HostState {
+    pub(crate) fn new(context: Arc<PartnerContext>, plugin: Arc<str>) -> Self {
+        let stdout = Captured::default();
+        let stderr = Captured::default();
+        // Nothing ambient: no arguments, environment, preopened folders or
+        // network; stdout/stderr go to the host's log; clocks and random
+        // are the standard ones a guest's runtime needs to start.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                cap: usize::try_from(context.limits.memory_bytes).unwrap_or(usize::MAX),
+                denied: false,
+            },
+            context,
+            plugin,
+            stdout,
+            stderr,
+            log_records: 0,
+            logs_dropped: 0,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+fn to_host_error(e: CapError) -> types::HostError {
+    match e {
+        CapError::NotFound(m) => types::HostError::NotFound(m),
+        CapError::Denied(m) => types::HostError::Denied(m),
+        CapError::Unavailable(m) => types::HostError::Unavailable(m),
+        CapError::Invalid(m) => types::HostError::Invalid(m),
+    }
+}
+
+// --- content ---------------------------------------------------------------
+
+impl content::Host for HostState {}
+
+impl content::HostContent for HostState {
+    fn read(
+        &mut self,
+        handle: Resource<ContentHandle>,
+        max: u32,
+    ) -> Result<Vec<u8>, types::HostError> {
+        let entry = self
+            .table
+            .get_mut(&handle)
+            .map_err(|e| types::HostError::Invalid(e.to_string()))?;
+        let max = (max as usize).min(MAX_READ);
+        entry
+            .source
+            .read_chunk(max)
+            .map_err(|e| types::HostError::Unavailable(format!("reading content: {e}")))
+    }
+
+    fn size(&mut self, handle: Resource<ContentHandle>) -> u64 {
+        self.table
+            .get(&handle)
+            .map(|c| c.source.size())
+            .unwrap_or(0)
+    }
+
+    fn drop(&mut self, handle: Resource<ContentHandle>) -> WtResult<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+// --- log -------------------------------------------------------------------
+
+impl log::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) {
+        if self.log_records >= MAX_LOG_RECORDS {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_records += 1;
+        let mut message = message;
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.plugin;
+        let partner = &self.context.partner;
+        match level {
+            types::Level::Trace => {
+                tracing::trace!(target: "wharf::plugin", plugin, partner, "{message}")
+            }
+            types::Level::Debug => {
+                tracing::debug!(target: "wharf::plugin", plugin, partner, "{message}")
+            }
+            types::Level::Info => {
+                tracing::info!(target: "wharf::plugin", plugin, partner, "{message}")
+            }
+            types::Level::Warn => {
+                tracing::warn!(target: "wharf::plugin", plugin, partner, "{message}")
+            }
+            types::Level::Error => {
+                tracing::error!(target: "wharf::plugin", plugin, partner, "{message}")
+            }
+        }
+    }
+}
+
+// --- config ----------------------------------------------------------------
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.context.settings.get(&key).cloned()
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        self.context.settings.keys().cloned().collect()
+    }
+}
+
+// --- ftp -------------------------------------------------------------------
+
+impl ftp::Host for HostState {
+    fn list_folder(&mut self, folder: String) -> Result<Vec<types::Entry>, types::HostError> {
+        let path = decision::relative_path(&folder).map_err(types::HostError::Denied)?;
+        let entries = self
+            .context
+            .files
+            .list(&path.to_string())
+            .map_err(to_host_error)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| types::Entry {
+                name: e.name,
+                kind: if e.is_dir {
+                    types::EntryKind::Directory
+                } else {
+                    types::EntryKind::File
+                },
+                size: e.size,
+                modified: e.modified,
+            })
+            .collect())
+    }
+
+    fn read_file(&mut self, path: String, max_bytes: u32) -> Result<Vec<u8>, types::HostError> {
+        let rel = decision::relative_path(&path).map_err(types::HostError::Denied)?;
+        if rel.is_root() {
+            return Err(types::HostError::Invalid("a file path is empty".into()));
+        }
+        let max = (max_bytes as usize).min(MAX_FTP_BYTES);
+        self.context
+            .files
+            .read(&rel.to_string(), max)
+            .map_err(to_host_error)
+    }
+
+    fn write_file(&mut self, name: String, data: Vec<u8>) -> Result<(), types::HostError> {
+        decision::segment(&name).map_err(types::HostError::Denied)?;
+        if data.len() > MAX_FTP_BYTES {
+            return Err(types::HostError::Denied(format!(
+                "{} bytes is above the {MAX_FTP_BYTES}-byte limit",
+                data.len()
+            )));
+        }
+        self.context
+            .files
+            .write_outbox(&name, &data)
+            .map_err(to_host_error)
+    }
+}
+
+// --- ecm -------------------------------------------------------------------
+
+impl ecm::Host for HostState {
+    fn find_workspace(
+        &mut self,
+        workspace_type: String,
+        business_id: String,
+    ) -> Result<Option<u64>, types::HostError> {
+        self.context
+            .repository
+            .find_workspace(&workspace_type, &business_id)
+            .map_err(to_host_error)
+    }
+
+    fn search(
+        &mut self,
+        query: ecm::SearchQuery,
+    ) -> Result<Vec<types::DocumentInfo>, types::HostError> {
+        let folder = match query.folder {
+            Some(f) => Some(
+                decision::relative_path(&f)
+                    .map_err(types::HostError::Denied)?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let search = Search {
+            folder,
+            name: query.name,
+            conditions: query
+                .conditions
+                .into_iter()
+                .map(|c| (c.category, c.attribute, c.value))
+                .collect(),
+            limit: query.limit.clamp(1, MAX_SEARCH_RESULTS),
+        };
+        let docs = self
+            .context
+            .repository
+            .search(&search)
+            .map_err(to_host_error)?;
+        Ok(docs.iter().map(decision::to_wit_document).collect())
+    }
+
+    fn attributes(&mut self, node_id: u64) -> Result<Vec<types::Category>, types::HostError> {
+        let categories = self
+            .context
+            .repository
+            .attributes(node_id)
+            .map_err(to_host_error)?;
+        Ok(categories.iter().map(decision::to_wit_category).collect())
+    }
+}

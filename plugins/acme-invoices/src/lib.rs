@@ -1,0 +1,285 @@
+//! ACME's invoice rules.
+//!
+//! ACME drops CSV invoices named `INV_<supplier>_<yyyymmdd>_<seq>.csv`. A file
+//! is accepted when its name matches, its date is a real date, its header is
+//! the agreed one, every row names the same supplier as the file name and
+//! carries a decimal amount. It is filed under
+//! `Invoices/<supplier>/<yyyy>/<mm>` with the `Invoice` category, the
+//! retention code from the `retention` setting (default `FIN-7Y`) and read
+//! access for the accounts-payable group; a second file of the same name is
+//! refused rather than versioned.
+//!
+//! Settings: `suppliers` (comma-separated allow-list; empty allows any),
+//! `retention`, `ap-group`.
+
+use wharf_sdk::pattern::{NamePattern, iso_date};
+use wharf_sdk::prelude::*;
+use wharf_sdk::read;
+
+/// The columns ACME agreed to send, in order.
+pub const HEADER: [&str; 5] = [
+    "invoice_no",
+    "invoice_date",
+    "supplier",
+    "currency",
+    "amount",
+];
+
+struct AcmeInvoices;
+
+impl Plugin for AcmeInvoices {
+    fn on_file(file: FileInfo, content: &Content) -> Verdict {
+        if is_marker(&file.name) {
+            return Verdict::ignore("marker file");
+        }
+        let name = match parse_name(&file.name) {
+            Ok(name) => name,
+            Err(rejection) => return rejection.into(),
+        };
+        if !supplier_allowed(&name.supplier, host::setting("suppliers").as_deref()) {
+            return Rejection::new("unknown-supplier", "the supplier is not on ACME's list")
+                .detail("supplier", &name.supplier)
+                .into();
+        }
+        let summary = match check_rows(content.reader(), &name.supplier) {
+            Ok(summary) => summary,
+            Err(rejection) => return rejection.into(),
+        };
+        host::info(&format!(
+            "{}: {} invoice lines, total {:.2} {}",
+            file.name, summary.lines, summary.total, summary.currency
+        ));
+        Verdict::accept(filing(&file.name, &name, &summary))
+    }
+}
+
+wharf_sdk::export!(AcmeInvoices);
+
+/// What the file name says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceName {
+    /// Supplier code, e.g. `ACME01`.
+    pub supplier: String,
+    /// Invoice date, ISO 8601.
+    pub date: String,
+    /// Sequence number of the day.
+    pub seq: u32,
+}
+
+/// What the rows say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceSummary {
+    /// Number of invoice lines.
+    pub lines: u64,
+    /// Sum of the amounts.
+    pub total: f64,
+    /// The currency of the lines (all lines share it).
+    pub currency: String,
+}
+
+fn is_marker(name: &str) -> bool {
+    name.ends_with(".done") || name.ends_with(".ok")
+}
+
+/// Parse `INV_<supplier>_<yyyymmdd>_<seq>.csv`.
+pub fn parse_name(file_name: &str) -> Result<InvoiceName, Rejection> {
+    let pattern =
+        NamePattern::new(r"INV_(?P<supplier>[A-Z0-9]{2,20})_(?P<date>\d{8})_(?P<seq>\d{1,6})\.csv")
+            .expect("the invoice pattern compiles");
+    let caps = pattern.captures(file_name).ok_or_else(|| {
+        Rejection::new(
+            "bad-name",
+            "the file name is not INV_<supplier>_<yyyymmdd>_<seq>.csv",
+        )
+        .detail("name", file_name)
+    })?;
+    let raw_date = caps.get("date").unwrap_or_default();
+    let date = iso_date(raw_date).ok_or_else(|| {
+        Rejection::new(
+            "bad-date",
+            "the date in the file name is not a calendar date",
+        )
+        .detail("date", raw_date)
+    })?;
+    Ok(InvoiceName {
+        supplier: caps.get("supplier").unwrap_or_default().to_string(),
+        date,
+        seq: caps.get("seq").unwrap_or_default().parse().unwrap_or(0),
+    })
+}
+
+fn supplier_allowed(supplier: &str, allow_list: Option<&str>) -> bool {
+    match allow_list.map(str::trim) {
+        None | Some("") => true,
+        Some(list) => list.split(',').any(|s| s.trim() == supplier),
+    }
+}
+
+/// Stream the CSV rows and check each one.
+pub fn check_rows(reader: impl std::io::Read, supplier: &str) -> Result<InvoiceSummary, Rejection> {
+    let mut rows = read::csv(reader);
+    read::require_header(&mut rows, &HEADER)?;
+    let mut summary = InvoiceSummary {
+        lines: 0,
+        total: 0.0,
+        currency: String::new(),
+    };
+    for (index, row) in rows.records().enumerate() {
+        let line = index + 2;
+        let row = row.map_err(|e| {
+            Rejection::new("bad-row", "a CSV row cannot be read")
+                .detail("line", line)
+                .detail("error", e)
+        })?;
+        let field = |i: usize| row.get(i).unwrap_or("").trim();
+        if field(0).is_empty() {
+            return Err(
+                Rejection::new("bad-row", "an invoice number is missing").detail("line", line)
+            );
+        }
+        if iso_date(&field(1).replace('-', "")).is_none() {
+            return Err(
+                Rejection::new("bad-row", "an invoice date is not a calendar date")
+                    .detail("line", line)
+                    .detail("value", field(1)),
+            );
+        }
+        if field(2) != supplier {
+            return Err(Rejection::new(
+                "supplier-mismatch",
+                "a row names another supplier than the file name",
+            )
+            .detail("line", line)
+            .detail("expected", supplier)
+            .detail("found", field(2)));
+        }
+        let currency = field(3);
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(
+                Rejection::new("bad-row", "a currency is not an ISO 4217 code")
+                    .detail("line", line)
+                    .detail("value", currency),
+            );
+        }
+        if summary.currency.is_empty() {
+            summary.currency = currency.to_string();
+        } else if summary.currency != currency {
+            return Err(
+                Rejection::new("mixed-currency", "the rows use more than one currency")
+                    .detail("line", line),
+            );
+        }
+        let amount: f64 = field(4).parse().map_err(|_| {
+            Rejection::new("bad-row", "an amount is not a decimal number")
+                .detail("line", line)
+                .detail("value", field(4))
+        })?;
+        summary.lines += 1;
+        summary.total += amount;
+    }
+    if summary.lines == 0 {
+        return Err(Rejection::new(
+            "empty-invoice",
+            "the file has a header but no invoice lines",
+        ));
+    }
+    Ok(summary)
+}
+
+fn filing(file_name: &str, name: &InvoiceName, summary: &InvoiceSummary) -> Filing {
+    let retention = host::setting("retention").unwrap_or_else(|| "FIN-7Y".to_string());
+    let ap_group = host::setting("ap-group").unwrap_or_else(|| "Accounts Payable".to_string());
+    let folder = format!(
+        "Invoices/{}/{}/{}",
+        name.supplier,
+        &name.date[0..4],
+        &name.date[5..7]
+    );
+    Filing::to_folder(&folder, file_name)
+        .description(&format!("ACME invoice batch {} of {}", name.seq, name.date))
+        .category(
+            Category::new("Invoice")
+                .with("Supplier", name.supplier.as_str())
+                .with_date("Invoice Date", &name.date)
+                .with("Sequence", i64::from(name.seq))
+                .with("Line Count", summary.lines as i64)
+                .with("Total Amount", (summary.total * 100.0).round() / 100.0)
+                .with("Currency", summary.currency.as_str()),
+        )
+        .retention(&retention)
+        .grant(
+            Principal::Group(ap_group),
+            &[Right::See, Right::SeeContents],
+        )
+        .on_collision(VersionPolicy::RejectDuplicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_with_supplier_date_and_sequence_is_parsed() {
+        let name = parse_name("INV_ACME01_20261124_007.csv").unwrap();
+        assert_eq!(
+            name,
+            InvoiceName {
+                supplier: "ACME01".into(),
+                date: "2026-11-24".into(),
+                seq: 7
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_date_is_refused() {
+        assert_eq!(
+            parse_name("INV_ACME01_20261131_1.csv").unwrap_err().code,
+            "bad-date"
+        );
+    }
+
+    #[test]
+    fn lowercase_supplier_is_a_bad_name() {
+        assert_eq!(
+            parse_name("INV_acme_20261124_1.csv").unwrap_err().code,
+            "bad-name"
+        );
+    }
+
+    #[test]
+    fn rows_are_summed() {
+        let csv = "invoice_no,invoice_date,supplier,currency,amount\n\
+                   A1,2026-11-20,ACME01,EUR,10.50\n\
+                   A2,2026-11-21,ACME01,EUR,4.50\n";
+        let summary = check_rows(csv.as_bytes(), "ACME01").unwrap();
+        assert_eq!(summary.lines, 2);
+        assert_eq!(summary.total, 15.0);
+        assert_eq!(summary.currency, "EUR");
+    }
+
+    #[test]
+    fn row_of_another_supplier_is_refused_with_its_line() {
+        let csv = "invoice_no,invoice_date,supplier,currency,amount\nA1,2026-11-20,OTHER,EUR,1\n";
+        let err = check_rows(csv.as_bytes(), "ACME01").unwrap_err();
+        assert_eq!(err.code, "supplier-mismatch");
+        assert!(err.details.contains(&("line".to_string(), "2".to_string())));
+    }
+
+    #[test]
+    fn wrong_header_is_refused() {
+        let csv = "id,amount\n1,2\n";
+        assert_eq!(
+            check_rows(csv.as_bytes(), "ACME01").unwrap_err().code,
+            "bad-header"
+        );
+    }
+
+    #[test]
+    fn allow_list_is_optional() {
+        assert!(supplier_allowed("X", None));
+        assert!(supplier_allowed("X", Some(" ")));
+        assert!(supplier_allowed("X", Some("A, X")));
+        assert!(!supplier_allowed("Y", Some("A,X")));
+    }
+}

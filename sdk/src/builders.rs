@@ -1,0 +1,206 @@
+//! Constructors and builder methods on the contract's types, so rules read
+//! as sentences.
+
+use crate::{
+    AttributeValue, Category, Deferral, Filing, Grant, Principal, Rejection, Right, Target,
+    Verdict, VersionPolicy, WorkflowRequest, WorkspaceRef,
+};
+
+impl Verdict {
+    /// Store the file as `filing` says.
+    pub fn accept(filing: Filing) -> Self {
+        Verdict::Accept(filing)
+    }
+
+    /// Quarantine the file with a machine code and a human message.
+    pub fn reject(code: &str, message: &str) -> Self {
+        Verdict::Reject(Rejection::new(code, message))
+    }
+
+    /// Offer the file again after `retry_after_secs` seconds.
+    pub fn defer(reason: &str, retry_after_secs: u32) -> Self {
+        Verdict::Defer(Deferral {
+            reason: reason.to_string(),
+            retry_after_secs,
+        })
+    }
+
+    /// Leave the file alone: it is not for this plugin.
+    pub fn ignore(reason: &str) -> Self {
+        Verdict::Ignore(reason.to_string())
+    }
+}
+
+impl From<Rejection> for Verdict {
+    fn from(rejection: Rejection) -> Self {
+        Verdict::Reject(rejection)
+    }
+}
+
+impl Rejection {
+    /// A rejection with a machine code and a human message.
+    pub fn new(code: &str, message: &str) -> Self {
+        Rejection {
+            code: code.to_string(),
+            message: message.to_string(),
+            details: Vec::new(),
+        }
+    }
+
+    /// Add a key/value detail for the reviewer.
+    pub fn detail(mut self, key: &str, value: impl ToString) -> Self {
+        self.details.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl Filing {
+    /// File `name` into `folder`, a path relative to the partner's
+    /// repository root. Defaults: no categories, no retention, no hold, no
+    /// extra permissions, no workflow, add a version on a name collision.
+    pub fn to_folder(folder: &str, name: &str) -> Self {
+        Self::new(Target::Folder(folder.to_string()), name)
+    }
+
+    /// File `name` into `folder` inside the business workspace of type
+    /// `workspace_type` whose business id is `business_id`.
+    pub fn to_workspace(workspace_type: &str, business_id: &str, folder: &str, name: &str) -> Self {
+        Self::new(
+            Target::Workspace(WorkspaceRef {
+                workspace_type: workspace_type.to_string(),
+                business_id: business_id.to_string(),
+                folder: folder.to_string(),
+            }),
+            name,
+        )
+    }
+
+    fn new(target: Target, name: &str) -> Self {
+        Filing {
+            target,
+            name: name.to_string(),
+            description: None,
+            categories: Vec::new(),
+            retention: None,
+            hold: None,
+            permissions: Vec::new(),
+            workflow: None,
+            version_policy: VersionPolicy::AddVersion,
+        }
+    }
+
+    /// Set the document's description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = Some(text.to_string());
+        self
+    }
+
+    /// Apply a category with its attributes.
+    pub fn category(mut self, category: Category) -> Self {
+        self.categories.push(category);
+        self
+    }
+
+    /// Classify the document for records management with a retention code.
+    pub fn retention(mut self, code: &str) -> Self {
+        self.retention = Some(code.to_string());
+        self
+    }
+
+    /// Put the document under the named legal hold.
+    pub fn hold(mut self, name: &str) -> Self {
+        self.hold = Some(name.to_string());
+        self
+    }
+
+    /// Grant `rights` to `principal` on the document.
+    pub fn grant(mut self, principal: Principal, rights: &[Right]) -> Self {
+        self.permissions.push(Grant {
+            principal,
+            rights: rights.to_vec(),
+        });
+        self
+    }
+
+    /// Start the named workflow with the document attached.
+    pub fn workflow(mut self, workflow: &str, comment: &str) -> Self {
+        self.workflow = Some(WorkflowRequest {
+            workflow: workflow.to_string(),
+            comment: comment.to_string(),
+            assignee: None,
+        });
+        self
+    }
+
+    /// Start the named workflow and assign its first step.
+    pub fn workflow_for(mut self, workflow: &str, comment: &str, assignee: &str) -> Self {
+        self.workflow = Some(WorkflowRequest {
+            workflow: workflow.to_string(),
+            comment: comment.to_string(),
+            assignee: Some(assignee.to_string()),
+        });
+        self
+    }
+
+    /// What to do when a document of the same name exists.
+    pub fn on_collision(mut self, policy: VersionPolicy) -> Self {
+        self.version_policy = policy;
+        self
+    }
+}
+
+impl Category {
+    /// An empty category named `name`.
+    pub fn new(name: &str) -> Self {
+        Category {
+            name: name.to_string(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// Set attribute `name` to `value` (text, integer, decimal, boolean, or
+    /// a list of texts; use [`AttributeValue::Date`] for dates).
+    pub fn with(mut self, name: &str, value: impl Into<AttributeValue>) -> Self {
+        self.attributes.push(crate::Attribute {
+            name: name.to_string(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Set attribute `name` to an ISO 8601 date (`YYYY-MM-DD`).
+    pub fn with_date(self, name: &str, date: &str) -> Self {
+        self.with(name, AttributeValue::Date(date.to_string()))
+    }
+}
+
+impl From<&str> for AttributeValue {
+    fn from(value: &str) -> Self {
+        AttributeValue::Text(value.to_string())
+    }
+}
+impl From<String> for AttributeValue {
+    fn from(value: String) -> Self {
+        AttributeValue::Text(value)
+    }
+}
+impl From<i64> for AttributeValue {
+    fn from(value: i64) -> Self {
+        AttributeValue::Integer(value)
+    }
+}
+impl From<f64> for AttributeValue {
+    fn from(value: f64) -> Self {
+        AttributeValue::Decimal(value)
+    }
+}
+impl From<bool> for AttributeValue {
+    fn from(value: bool) -> Self {
+        AttributeValue::Boolean(value)
+    }
+}
+impl From<Vec<String>> for AttributeValue {
+    fn from(value: Vec<String>) -> Self {
+        AttributeValue::TextList(value)
+    }
+}

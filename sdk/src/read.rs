@@ -1,0 +1,137 @@
+//! Streaming readers over a file's [`Content`]: bytes, lines and CSV
+//! records, without holding the file in memory.
+//!
+//! Every helper takes any [`std::io::Read`], so rules can be unit-tested
+//! natively on byte slices and run on [`Content::reader`] in the plugin.
+//!
+//! ```
+//! use wharf_sdk::read;
+//!
+//! let data = "invoice,amount\nA-1,10.50\nA-2,3.00\n".as_bytes();
+//! let mut rows = read::csv(data);
+//! read::require_header(&mut rows, &["invoice", "amount"]).unwrap();
+//! assert_eq!(rows.records().count(), 2);
+//! ```
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use crate::{Content, HostError, Rejection};
+
+pub use ::csv::{Reader as CsvReader, StringRecord};
+
+/// Bytes asked of the host per read: large enough to amortise the call,
+/// small enough to stay far below the plugin's memory cap.
+const CHUNK: u32 = 64 * 1024;
+
+impl Content {
+    /// A [`Read`] over this content, for use with any streaming parser.
+    pub fn reader(&self) -> ContentReader<'_> {
+        ContentReader {
+            content: self,
+            pending: Vec::new(),
+            offset: 0,
+            done: false,
+        }
+    }
+}
+
+/// A [`Read`] over a [`Content`]; see [`Content::reader`].
+pub struct ContentReader<'a> {
+    content: &'a Content,
+    pending: Vec<u8>,
+    offset: usize,
+    done: bool,
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.offset == self.pending.len() {
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            self.pending = self.content.read(CHUNK).map_err(host_error_to_io)?;
+            self.offset = 0;
+            if self.pending.is_empty() {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.offset);
+        buf[..n].copy_from_slice(&self.pending[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+fn host_error_to_io(error: HostError) -> io::Error {
+    let message = match error {
+        HostError::NotFound(m) => format!("not found: {m}"),
+        HostError::Denied(m) => format!("denied: {m}"),
+        HostError::Unavailable(m) => format!("unavailable: {m}"),
+        HostError::Invalid(m) => format!("invalid: {m}"),
+    };
+    io::Error::other(message)
+}
+
+/// The lines of a text stream, without their line endings (`\n` or `\r\n`).
+/// Invalid UTF-8 yields an error for that line.
+///
+/// ```
+/// let lines: Vec<String> = wharf_sdk::read::lines("a\r\nb\n".as_bytes())
+///     .collect::<Result<_, _>>()
+///     .unwrap();
+/// assert_eq!(lines, ["a", "b"]);
+/// ```
+pub fn lines<R: Read>(reader: R) -> io::Lines<BufReader<R>> {
+    BufReader::new(reader).lines()
+}
+
+/// A CSV reader (comma-separated, first row is the header, every row must
+/// have as many fields as the header).
+pub fn csv<R: Read>(reader: R) -> CsvReader<R> {
+    ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(reader)
+}
+
+/// A CSV reader with another delimiter, e.g. `b';'`.
+pub fn csv_with_delimiter<R: Read>(reader: R, delimiter: u8) -> CsvReader<R> {
+    ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .delimiter(delimiter)
+        .from_reader(reader)
+}
+
+/// Check that the CSV header holds exactly `expected` (in order, trimmed,
+/// case-insensitive). The rejection names the first difference.
+///
+/// ```
+/// let mut rows = wharf_sdk::read::csv("id;x\n".as_bytes());
+/// let err = wharf_sdk::read::require_header(&mut rows, &["id", "amount"]).unwrap_err();
+/// assert_eq!(err.code, "bad-header");
+/// ```
+pub fn require_header<R: Read>(
+    reader: &mut CsvReader<R>,
+    expected: &[&str],
+) -> Result<(), Rejection> {
+    let header = reader.headers().map_err(|e| {
+        Rejection::new("unreadable-csv", "the CSV header cannot be read").detail("error", e)
+    })?;
+    let found: Vec<&str> = header.iter().map(str::trim).collect();
+    let matches = found.len() == expected.len()
+        && found
+            .iter()
+            .zip(expected)
+            .all(|(f, e)| f.eq_ignore_ascii_case(e));
+    if matches {
+        Ok(())
+    } else {
+        Err(
+            Rejection::new("bad-header", "the CSV header is not the expected one")
+                .detail("expected", expected.join(","))
+                .detail("found", found.join(",")),
+        )
+    }
+}
