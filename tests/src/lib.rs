@@ -1,1 +1,4 @@
-//! harness
+//! The test harness of wharf: builds the plugin components the tests load
+//! and (module `servers`) starts real servers on 127.0.0.1.
+
+pub mod plugins;

@@ -122,8 +122,12 @@ impl Workspace {
             let file = format!("{}.wasm", plugin.name.replace('-', "_"));
             let from = build_dir.join(PLUGIN_TARGET).join("plugin").join(&file);
             let to = out.join(format!("{}.wasm", plugin.name));
-            std::fs::copy(&from, &to)
-                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            // Copy then rename, so a concurrent reader never sees half a file.
+            let temp = out.join(format!(".{}.{}.tmp", plugin.name, std::process::id()));
+            std::fs::copy(&from, &temp)
+                .with_context(|| format!("copying {} to {}", from.display(), temp.display()))?;
+            std::fs::rename(&temp, &to)
+                .with_context(|| format!("renaming {} to {}", temp.display(), to.display()))?;
             built.push(to);
         }
         Ok(built)

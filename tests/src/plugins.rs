@@ -1,0 +1,34 @@
+//! Plugin components for tests: built once per test process from the
+//! workspace's plugin crates, through the same code as `cargo xtask plugins`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The path of the built component of plugin crate `name` (e.g.
+/// `"acme-invoices"`), building every plugin on first use.
+///
+/// Panics with the build error if the plugins cannot be built: a test that
+/// needs a plugin cannot run without it.
+pub fn component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let workspace = xtask::Workspace::discover(&here).map_err(|e| format!("{e:#}"))?;
+            workspace.build_plugins().map_err(|e| format!("{e:#}"))?;
+            Ok(workspace.plugin_out_dir())
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("building plugin components failed: {e}"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "no plugin component {}", path.display());
+    path
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
