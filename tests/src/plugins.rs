@@ -10,19 +10,29 @@ use std::sync::OnceLock;
 /// Panics with the build error if the plugins cannot be built: a test that
 /// needs a plugin cannot run without it.
 pub fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT
+    let path = built().plugin_out_dir().join(format!("{name}.wasm"));
+    assert!(path.exists(), "no plugin component {}", path.display());
+    path
+}
+
+/// The workspace, with every plugin built.
+fn built() -> &'static xtask::Workspace {
+    static BUILT: OnceLock<Result<xtask::Workspace, String>> = OnceLock::new();
+    BUILT
         .get_or_init(|| {
             let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let workspace = xtask::Workspace::discover(&here).map_err(|e| format!("{e:#}"))?;
             workspace.build_plugins().map_err(|e| format!("{e:#}"))?;
-            Ok(workspace.plugin_out_dir())
+            Ok(workspace)
         })
         .as_ref()
-        .unwrap_or_else(|e| panic!("building plugin components failed: {e}"));
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "no plugin component {}", path.display());
-    path
+        .unwrap_or_else(|e| panic!("building plugin components failed: {e}"))
+}
+
+/// A compiled-component cache folder shared by test runs, under the target
+/// directory (entries are keyed by component and engine, so sharing is safe).
+pub fn compile_cache_dir() -> PathBuf {
+    built().target_dir.join("plugin-test-cache")
 }
 
 /// The workspace root.

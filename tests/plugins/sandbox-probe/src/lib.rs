@@ -31,8 +31,55 @@ impl Plugin for SandboxProbe {
             .detail(
                 "config:greeting",
                 host::setting("greeting").unwrap_or_default(),
+            )
+            .detail("config:keys", host::setting_keys().join(","))
+            .detail(
+                "ftp:list",
+                outcome(host::list_folder("").map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| e.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })),
+            )
+            .detail(
+                "ftp:read",
+                outcome(
+                    host::read_file("companion.txt", 1024)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                ),
+            )
+            .detail(
+                "ftp:escape",
+                outcome(host::read_file("../outside.txt", 1024).map(|_| "read".to_string())),
+            )
+            .detail(
+                "ftp:write",
+                outcome(
+                    host::write_file("receipt.txt", b"received").map(|_| "written".to_string()),
+                ),
+            )
+            .detail(
+                "ftp:write-escape",
+                outcome(host::write_file("../receipt.txt", b"x").map(|_| "written".to_string())),
+            )
+            .detail(
+                "ecm:find",
+                outcome(host::find_workspace("Supplier", "1").map(|id| format!("{id:?}"))),
             );
         rejection.into()
+    }
+}
+
+/// `ok:<value>` or the kind of host error, so tests can assert on it.
+fn outcome(result: Result<String, wharf_sdk::HostError>) -> String {
+    match result {
+        Ok(value) => format!("ok:{value}"),
+        Err(wharf_sdk::HostError::NotFound(_)) => "not-found".into(),
+        Err(wharf_sdk::HostError::Denied(_)) => "denied".into(),
+        Err(wharf_sdk::HostError::Unavailable(_)) => "unavailable".into(),
+        Err(wharf_sdk::HostError::Invalid(_)) => "invalid".into(),
     }
 }
 

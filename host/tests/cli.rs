@@ -1,0 +1,105 @@
+//! The `wharf` binary, run as a user would run it.
+
+use std::process::{Command, Output};
+
+use wharf_tests::plugins::{component, workspace_root};
+
+fn wharf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .env("XDG_CACHE_HOME", wharf_tests::plugins::compile_cache_dir())
+        .env("WHARF_LOG", "warn")
+        .current_dir(workspace_root())
+        .output()
+        .expect("wharf runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn plugin_check_prints_world_exports_and_each_verdict() {
+    let acme = component("acme-invoices");
+    let out = wharf(&[
+        "plugin",
+        "check",
+        acme.to_str().unwrap(),
+        "examples/samples/acme/INV_ACME01_20261124_001.csv",
+        "examples/samples/acme/invoice-november.csv",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("plugin    acme-invoices 0.1.0"), "{text}");
+    assert!(
+        text.contains("world     wharf:plugin/partner@0.1.0"),
+        "{text}"
+    );
+    assert!(text.contains("wharf:plugin/inbound@0.1.0"), "{text}");
+    assert!(text.contains("verdict   accept"), "{text}");
+    assert!(
+        text.contains("target    folder Invoices/ACME01/2026/11"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verdict   reject\ncode      bad-name"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plugin_check_json_is_machine_readable() {
+    let nw = component("northwind-quality");
+    let out = wharf(&[
+        "plugin",
+        "check",
+        "--json",
+        "--set",
+        "reviewer=qa.lead",
+        nw.to_str().unwrap(),
+        "examples/samples/northwind/QC_100234_COC_PO-88121.pdf",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(doc["plugin"]["name"], "northwind-quality");
+    assert_eq!(doc["world"]["contract_version"], "0.1.0");
+    let verdict = &doc["results"][0]["verdict"];
+    assert_eq!(verdict["verdict"], "accept");
+    assert_eq!(verdict["workflow"]["assignee"], "qa.lead");
+}
+
+#[test]
+fn plugin_failure_exits_non_zero_with_a_clear_error() {
+    let panicker = component("panicker");
+    let out = wharf(&[
+        "plugin",
+        "check",
+        panicker.to_str().unwrap(),
+        "examples/samples/acme/invoice-november.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("plugin panicker 0.1.0 failed on invoice-november.csv: panicked"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_component_is_a_usage_error_naming_the_file() {
+    let out = wharf(&["plugin", "check", "no/such/plugin.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read plugin no/such/plugin.wasm"),
+        "{err}"
+    );
+}
