@@ -1,0 +1,1445 @@
+//! The embedded repository: SQLite (WAL) for metadata, content-addressed
+//! blobs on disk for content.
+//!
+//! A store streams the content into a temporary file while hashing it,
+//! fsyncs it, renames it to `blobs/<aa>/<sha256>` and only then commits the
+//! metadata that references it. A crash in between leaves an unreferenced
+//! blob, which [`Embedded::open`] removes; a referenced blob is never missing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::source::{ByteStream, ContentSource};
+use crate::types::*;
+use crate::{EcmError, ErrorKind, Repository, Result};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    parent INTEGER REFERENCES nodes(id),
+    name TEXT NOT NULL,
+    subtype INTEGER NOT NULL,
+    description TEXT,
+    created INTEGER NOT NULL,
+    modified INTEGER NOT NULL,
+    ws_type TEXT,
+    business_id TEXT,
+    rm_class TEXT,
+    classified_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_parent_name ON nodes(parent, name);
+CREATE INDEX IF NOT EXISTS nodes_workspace ON nodes(ws_type, business_id);
+CREATE TABLE IF NOT EXISTS versions (
+    node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    description TEXT,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (node, number)
+);
+CREATE INDEX IF NOT EXISTS versions_sha ON versions(sha256);
+CREATE TABLE IF NOT EXISTS attrs (
+    node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    category TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    value TEXT NOT NULL,
+    vtext TEXT NOT NULL,
+    PRIMARY KEY (node, category, attribute)
+);
+CREATE INDEX IF NOT EXISTS attrs_value ON attrs(category, attribute, vtext);
+CREATE TABLE IF NOT EXISTS grants (
+    node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rights TEXT NOT NULL,
+    PRIMARY KEY (node, kind, name)
+);
+CREATE TABLE IF NOT EXISTS holds (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS node_holds (
+    node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    hold INTEGER NOT NULL REFERENCES holds(id),
+    PRIMARY KEY (node, hold)
+);
+CREATE TABLE IF NOT EXISTS rm_classes (code TEXT PRIMARY KEY, retain_days INTEGER);
+CREATE TABLE IF NOT EXISTS workflows (
+    id INTEGER PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    title TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    assignee TEXT,
+    documents TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    node INTEGER,
+    sha256 TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_node ON audit(node);
+"#;
+
+/// What [`Embedded::open`] found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconciled {
+    /// Unreferenced blobs removed (left by a crash before the metadata commit,
+    /// or by deleted documents).
+    pub orphan_blobs_removed: u64,
+    /// Unfinished temporary files removed.
+    pub temp_files_removed: u64,
+    /// Referenced blobs that are missing (should never happen; reported).
+    pub missing_blobs: Vec<String>,
+}
+
+/// A started workflow or review task as the embedded repository keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkflowRecord {
+    /// Id.
+    pub id: WorkflowId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Title.
+    pub title: String,
+    /// Message.
+    pub comment: String,
+    /// Assignee.
+    pub assignee: Option<String>,
+    /// Attached documents.
+    pub documents: Vec<NodeId>,
+    /// Status (`open`).
+    pub status: String,
+    /// When, RFC 3339 UTC.
+    pub created: String,
+}
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    conn: Mutex<Connection>,
+    state: PathBuf,
+    blobs: Dir,
+    tmp: Dir,
+    actor: String,
+    before_commit: Mutex<Option<Hook>>,
+}
+
+/// The embedded repository. Cheap to clone; clones share one store.
+#[derive(Clone)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("state", &self.inner.state)
+            .finish()
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn blob_path(sha: &str) -> PathBuf {
+    Path::new(&sha[..2]).join(sha)
+}
+
+fn is_sha(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn principal_key(p: &Principal) -> (&'static str, &str) {
+    match p {
+        Principal::Owner => ("owner", ""),
+        Principal::OwnerGroup => ("group", ""),
+        Principal::Public => ("public", ""),
+        Principal::User(n) => ("user", n),
+        Principal::Group(n) => ("named-group", n),
+    }
+}
+
+fn principal_from(kind: &str, name: String) -> Principal {
+    match kind {
+        "owner" => Principal::Owner,
+        "group" => Principal::OwnerGroup,
+        "public" => Principal::Public,
+        "user" => Principal::User(name),
+        _ => Principal::Group(name),
+    }
+}
+
+const NODE_COLS: &str = "n.id, n.parent, n.name, n.subtype, n.description, n.created, n.modified, \
+     (SELECT size FROM versions v WHERE v.node = n.id ORDER BY number DESC LIMIT 1), \
+     (SELECT mime FROM versions v WHERE v.node = n.id ORDER BY number DESC LIMIT 1), \
+     (SELECT COUNT(*) FROM versions v WHERE v.node = n.id)";
+
+fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    let kind = NodeKind::from_subtype(r.get(3)?);
+    let is_doc = kind == NodeKind::Document;
+    let count: i64 = r.get(9)?;
+    Ok(Node {
+        id: NodeId(r.get(0)?),
+        parent: r.get::<_, Option<i64>>(1)?.map(NodeId),
+        name: r.get(2)?,
+        kind,
+        description: r.get(4)?,
+        created: rfc3339(r.get(5)?),
+        modified: rfc3339(r.get(6)?),
+        size: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
+        mime_type: r.get(8)?,
+        versions: is_doc.then_some(count as u32),
+    })
+}
+
+fn get_node(c: &Connection, id: NodeId) -> Result<Node> {
+    c.query_row(
+        &format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"),
+        [id.0],
+        node_row,
+    )
+    .optional()?
+    .ok_or_else(|| EcmError::not_found(format!("node {id}")))
+}
+
+fn audit_in(
+    c: &Connection,
+    action: &str,
+    actor: &str,
+    node: Option<NodeId>,
+    sha: Option<&str>,
+    detail: &str,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO audit (at, action, actor, node, sha256, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now_secs(), action, actor, node.map(|n| n.0), sha, detail],
+    )?;
+    Ok(())
+}
+
+fn upsert_attrs(c: &Connection, node: NodeId, cats: &[Category]) -> Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO attrs (node, category, attribute, value, vtext) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (node, category, attribute) DO UPDATE SET value = excluded.value, vtext = excluded.vtext",
+    )?;
+    for cat in cats {
+        for a in &cat.attributes {
+            let json =
+                serde_json::to_string(&a.value).map_err(|e| EcmError::invalid(e.to_string()))?;
+            st.execute(params![node.0, cat.name, a.name, json, a.value.as_text()])?;
+        }
+    }
+    Ok(())
+}
+
+/// A blob written to disk but not yet referenced by metadata.
+struct NewBlob {
+    sha256: String,
+    size: u64,
+}
+
+impl Embedded {
+    /// Open (or create) the repository in the state directory `state`, and
+    /// reconcile its blobs with its metadata.
+    pub async fn open(state: impl AsRef<Path>) -> Result<(Self, Reconciled)> {
+        let state = state.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(state))
+            .await
+            .map_err(|e| EcmError::storage(e))?
+    }
+
+    fn open_blocking(state: PathBuf) -> Result<(Self, Reconciled)> {
+        std::fs::create_dir_all(&state)?;
+        let root = Dir::open_ambient_dir(&state, ambient_authority())?;
+        root.create_dir_all("blobs")?;
+        root.create_dir_all("tmp")?;
+        let blobs = root.open_dir("blobs")?;
+        let tmp = root.open_dir("tmp")?;
+        let conn = Connection::open(state.join("repository.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Each commit is fsynced: the flows rely on a stored document staying stored.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO nodes (id, parent, name, subtype, created, modified) \
+             VALUES (2000, NULL, 'Enterprise', 141, ?1, ?1)",
+            [now_secs()],
+        )?;
+        let me = Embedded {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                state,
+                blobs,
+                tmp,
+                actor: "wharf".into(),
+                before_commit: Mutex::new(None),
+            }),
+        };
+        let report = me.reconcile()?;
+        if report != Reconciled::default() {
+            tracing::info!(?report, "repository reconciled");
+        }
+        for sha in &report.missing_blobs {
+            tracing::error!(sha, "referenced content is missing from the blob store");
+        }
+        Ok((me, report))
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state
+    }
+
+    /// Test hook: run `hook` after a blob is durably written and before the
+    /// metadata referencing it is committed (used to crash in that window).
+    #[doc(hidden)]
+    pub fn set_before_commit_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.inner.before_commit.lock().unwrap() = Some(Arc::new(hook));
+    }
+
+    fn reconcile(&self) -> Result<Reconciled> {
+        let mut report = Reconciled::default();
+        for e in self.inner.tmp.entries()? {
+            let e = e?;
+            self.inner.tmp.remove_file(e.file_name())?;
+            report.temp_files_removed += 1;
+        }
+        let referenced: std::collections::HashSet<String> = {
+            let c = self.conn();
+            let mut st = c.prepare("SELECT DISTINCT sha256 FROM versions")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut present = std::collections::HashSet::new();
+        for d in self.inner.blobs.entries()? {
+            let d = d?;
+            if !d.file_type()?.is_dir() {
+                continue;
+            }
+            let sub = self.inner.blobs.open_dir(d.file_name())?;
+            for f in sub.entries()? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                if is_sha(&name) && referenced.contains(&name) {
+                    present.insert(name);
+                } else {
+                    sub.remove_file(f.file_name())?;
+                    report.orphan_blobs_removed += 1;
+                }
+            }
+        }
+        report.missing_blobs = referenced.difference(&present).cloned().collect();
+        report.missing_blobs.sort();
+        Ok(report)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is still usable.
+        self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` with the connection on a blocking thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = me.conn();
+            f(&mut c, &me.inner.actor)
+        })
+        .await
+        .map_err(EcmError::storage)?
+    }
+
+    async fn write_blob(&self, content: &dyn ContentSource) -> Result<NewBlob> {
+        let mut reader = content.open().await?;
+        self.write_blob_from(&mut reader).await
+    }
+
+    async fn write_blob_from<R: tokio::io::AsyncRead + Unpin + Send + ?Sized>(
+        &self,
+        reader: &mut R,
+    ) -> Result<NewBlob> {
+        let tmp_name = format!(
+            "{:016x}-{:08x}.part",
+            rand::random::<u64>(),
+            std::process::id()
+        );
+        let tmp_dir = self.inner.tmp.try_clone()?;
+        let name = tmp_name.clone();
+        let file = tokio::task::spawn_blocking(move || tmp_dir.create(&name))
+            .await
+            .map_err(EcmError::storage)??;
+        let mut file = tokio::fs::File::from_std(file.into_std());
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let result: Result<()> = async {
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n]).await?;
+                size += n as u64;
+            }
+            file.flush().await?;
+            file.sync_all().await?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        let tmp_dir = self.inner.tmp.try_clone()?;
+        if let Err(e) = result {
+            let _ = tmp_dir.remove_file(&tmp_name);
+            return Err(e);
+        }
+        let sha = hex::encode(hasher.finalize());
+        let blobs = self.inner.blobs.try_clone()?;
+        let sha2 = sha.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let target = blob_path(&sha2);
+            if blobs.exists(&target) {
+                // Same content is already stored: keep the existing blob.
+                tmp_dir.remove_file(&tmp_name)?;
+            } else {
+                blobs.create_dir_all(&sha2[..2])?;
+                tmp_dir.rename(&tmp_name, &blobs, &target)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(EcmError::storage)??;
+        Ok(NewBlob { sha256: sha, size })
+    }
+
+    fn run_hook(&self) {
+        let hook = self.inner.before_commit.lock().unwrap().clone();
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// Create a document from a one-shot reader, as Content Server does: an
+    /// existing name is a [`ErrorKind::NameCollision`] (used by the facade).
+    pub async fn create_from_reader<R: tokio::io::AsyncRead + Unpin + Send + ?Sized>(
+        &self,
+        parent: NodeId,
+        name: &str,
+        description: Option<String>,
+        mime_type: &str,
+        categories: Vec<Category>,
+        reader: &mut R,
+    ) -> Result<Stored> {
+        check_name(name)?;
+        let blob = self.write_blob_from(reader).await?;
+        self.run_hook();
+        let doc = NewDocument {
+            parent,
+            name: name.to_string(),
+            description,
+            mime_type: mime_type.to_string(),
+            sha256: blob.sha256.clone(),
+            categories,
+            policy: CollisionPolicy::Reject,
+        };
+        self.db(move |c, actor| store_in(c, actor, &doc, &blob, true))
+            .await
+    }
+
+    /// Add a version from a one-shot reader (used by the facade).
+    pub async fn add_version_from_reader<R: tokio::io::AsyncRead + Unpin + Send + ?Sized>(
+        &self,
+        node: NodeId,
+        file_name: Option<String>,
+        mime_type: &str,
+        description: Option<String>,
+        reader: &mut R,
+    ) -> Result<Stored> {
+        let n = self.node(node).await?;
+        if n.kind != NodeKind::Document {
+            return Err(EcmError::invalid(format!("node {node} is not a document")));
+        }
+        let blob = self.write_blob_from(reader).await?;
+        self.run_hook();
+        let doc = NewDocument {
+            parent: n.parent.unwrap_or(NodeId::ENTERPRISE),
+            name: n.name.clone(),
+            description,
+            mime_type: mime_type.to_string(),
+            sha256: blob.sha256.clone(),
+            categories: Vec::new(),
+            policy: CollisionPolicy::AddVersion,
+        };
+        let file_name = file_name.unwrap_or(n.name.clone());
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let v = add_version(&tx, node, &doc, &blob, &file_name)?;
+            audit_in(
+                &tx,
+                "version-added",
+                actor,
+                Some(node),
+                Some(&blob.sha256),
+                &format!("{} v{v}", doc.name),
+            )?;
+            tx.commit()?;
+            Ok(Stored {
+                node,
+                name: doc.name,
+                version: v,
+                outcome: StoreOutcome::VersionAdded,
+            })
+        })
+        .await
+    }
+
+    /// Define how long records of an RM classification are retained
+    /// (`None`: indefinitely, which is also the rule for undefined classes).
+    pub async fn define_rm_class(&self, code: &str, retain_days: Option<u32>) -> Result<()> {
+        let code = code.to_string();
+        self.db(move |c, _| {
+            c.execute(
+                "INSERT INTO rm_classes (code, retain_days) VALUES (?1, ?2) \
+                 ON CONFLICT (code) DO UPDATE SET retain_days = excluded.retain_days",
+                params![code, retain_days],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The id of a hold by name, creating the hold when `create` is set.
+    pub async fn hold_id(&self, name: &str, create: bool) -> Result<Option<i64>> {
+        let name = name.to_string();
+        self.db(move |c, _| {
+            if create {
+                c.execute("INSERT OR IGNORE INTO holds (name) VALUES (?1)", [&name])?;
+            }
+            Ok(
+                c.query_row("SELECT id FROM holds WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    /// The name of a hold by id.
+    pub async fn hold_name(&self, id: i64) -> Result<String> {
+        self.db(move |c, _| {
+            c.query_row("SELECT name FROM holds WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| EcmError::not_found(format!("hold {id}")))
+        })
+        .await
+    }
+
+    /// The holds on a node.
+    pub async fn holds(&self, node: NodeId) -> Result<Vec<String>> {
+        self.db(move |c, _| {
+            let mut st = c.prepare(
+                "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold WHERE nh.node = ?1 ORDER BY h.name",
+            )?;
+            Ok(st
+                .query_map([node.0], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// A node's RM classification.
+    pub async fn rm_class(&self, node: NodeId) -> Result<Option<String>> {
+        self.db(move |c, _| {
+            c.query_row("SELECT rm_class FROM nodes WHERE id = ?1", [node.0], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| EcmError::not_found(format!("node {node}")))
+        })
+        .await
+    }
+
+    /// The child of `parent` named `name`.
+    pub async fn child_by_name(&self, parent: NodeId, name: &str) -> Result<Option<Node>> {
+        let name = name.to_string();
+        self.db(move |c, _| {
+            Ok(c.query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND n.name = ?2"),
+                params![parent.0, name],
+                node_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Create a folder (error if the name exists).
+    pub async fn create_folder(&self, parent: NodeId, name: &str) -> Result<NodeId> {
+        check_name(name)?;
+        let name = name.to_string();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let id = insert_container(&tx, parent, &name, 0, None)?;
+            audit_in(&tx, "folder-created", actor, Some(id), None, &name)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Rename or move a node.
+    pub async fn update_node(
+        &self,
+        node: NodeId,
+        name: Option<String>,
+        parent: Option<NodeId>,
+    ) -> Result<Node> {
+        if let Some(n) = &name {
+            check_name(n)?;
+        }
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let cur = get_node(&tx, node)?;
+            if let Some(p) = parent {
+                let pn = get_node(&tx, p)?;
+                if !pn.kind.is_container() {
+                    return Err(EcmError::invalid(format!("node {p} is not a folder")));
+                }
+            }
+            let new_name = name.unwrap_or(cur.name.clone());
+            let new_parent = parent.or(cur.parent);
+            let r = tx.execute(
+                "UPDATE nodes SET name = ?1, parent = ?2, modified = ?3 WHERE id = ?4",
+                params![new_name, new_parent.map(|p| p.0), now_secs(), node.0],
+            );
+            map_unique(r, &new_name)?;
+            audit_in(&tx, "updated", actor, Some(node), None, &new_name)?;
+            tx.commit()?;
+            get_node(c, node)
+        })
+        .await
+    }
+
+    /// Every workflow and review task, newest first.
+    pub async fn workflows(&self) -> Result<Vec<WorkflowRecord>> {
+        self.db(|c, _| {
+            let mut st = c.prepare(
+                "SELECT id, workflow, title, comment, assignee, documents, status, created FROM workflows ORDER BY id DESC",
+            )?;
+            let rows = st.query_map([], |r| {
+                let docs: String = r.get(5)?;
+                Ok(WorkflowRecord {
+                    id: WorkflowId(r.get(0)?),
+                    workflow: r.get(1)?,
+                    title: r.get(2)?,
+                    comment: r.get(3)?,
+                    assignee: r.get(4)?,
+                    documents: serde_json::from_str(&docs).unwrap_or_default(),
+                    status: r.get(6)?,
+                    created: rfc3339(r.get(7)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// The ids of the documents matching a query, with paging.
+    pub async fn search_page(
+        &self,
+        q: &SearchQuery,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(Vec<Node>, u64)> {
+        let q = q.clone();
+        self.db(move |c, _| search_in(c, &q, offset, limit)).await
+    }
+
+    /// Children with paging and an optional exact name filter; returns the
+    /// page and the total count.
+    pub async fn children_page(
+        &self,
+        parent: NodeId,
+        name: Option<String>,
+        subtype: Option<i64>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(Vec<Node>, u64)> {
+        self.db(move |c, _| {
+            get_node(c, parent)?;
+            let total: i64 = c.query_row(
+                "SELECT COUNT(*) FROM nodes n WHERE n.parent = ?1 AND (?2 IS NULL OR n.name = ?2) AND (?3 IS NULL OR n.subtype = ?3)",
+                params![parent.0, name, subtype],
+                |r| r.get(0),
+            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND (?2 IS NULL OR n.name = ?2) \
+                 AND (?3 IS NULL OR n.subtype = ?3) ORDER BY n.name LIMIT ?4 OFFSET ?5"
+            ))?;
+            let rows = st
+                .query_map(params![parent.0, name, subtype, limit, offset], node_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total as u64))
+        })
+        .await
+    }
+
+    /// The path of a node from the Enterprise volume, for display.
+    pub async fn path_of(&self, node: NodeId) -> Result<String> {
+        self.db(move |c, _| {
+            let mut parts = Vec::new();
+            let mut cur = Some(node);
+            while let Some(id) = cur {
+                let n = get_node(c, id)?;
+                if n.kind != NodeKind::Volume {
+                    parts.push(n.name);
+                }
+                cur = n.parent;
+                if parts.len() > 1000 {
+                    break;
+                }
+            }
+            parts.reverse();
+            Ok(format!("/{}", parts.join("/")))
+        })
+        .await
+    }
+
+    /// Resolve a `/a/b/c` path (from the Enterprise volume) to a node.
+    pub async fn resolve_path(&self, path: &str) -> Result<NodeId> {
+        let mut cur = NodeId::ENTERPRISE;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            cur = self
+                .child_by_name(cur, seg)
+                .await?
+                .ok_or_else(|| EcmError::not_found(format!("path {path:?}")))?
+                .id;
+        }
+        Ok(cur)
+    }
+
+    /// Start a workflow with a known workflow name (used by the facade).
+    fn insert_workflow(c: &Connection, actor: &str, r: &WorkflowStart) -> Result<WorkflowId> {
+        for d in &r.documents {
+            get_node(c, *d)?;
+        }
+        let docs = serde_json::to_string(&r.documents).map_err(EcmError::storage)?;
+        c.execute(
+            "INSERT INTO workflows (workflow, title, comment, assignee, documents, status, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+            params![r.workflow, r.title, r.comment, r.assignee, docs, now_secs()],
+        )?;
+        let id = c.last_insert_rowid();
+        for d in &r.documents {
+            audit_in(
+                c,
+                "workflow-started",
+                actor,
+                Some(*d),
+                None,
+                &format!("{} #{id}: {}", r.workflow, r.title),
+            )?;
+        }
+        if r.documents.is_empty() {
+            audit_in(
+                c,
+                "workflow-started",
+                actor,
+                None,
+                None,
+                &format!("{} #{id}: {}", r.workflow, r.title),
+            )?;
+        }
+        Ok(WorkflowId(id))
+    }
+}
+
+fn map_unique(r: rusqlite::Result<usize>, name: &str) -> Result<usize> {
+    match r {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Err(EcmError::new(
+                ErrorKind::NameCollision,
+                format!("an item named {name:?} already exists in the folder"),
+            ))
+        }
+        other => Ok(other?),
+    }
+}
+
+fn insert_container(
+    c: &Connection,
+    parent: NodeId,
+    name: &str,
+    subtype: i64,
+    ws: Option<(&str, &str)>,
+) -> Result<NodeId> {
+    let p = get_node(c, parent)?;
+    if !p.kind.is_container() {
+        return Err(EcmError::invalid(format!("node {parent} is not a folder")));
+    }
+    let now = now_secs();
+    let r = c.execute(
+        "INSERT INTO nodes (parent, name, subtype, created, modified, ws_type, business_id) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        params![
+            parent.0,
+            name,
+            subtype,
+            now,
+            ws.map(|w| w.0),
+            ws.map(|w| w.1)
+        ],
+    );
+    map_unique(r, name)?;
+    Ok(NodeId(c.last_insert_rowid()))
+}
+
+fn latest_sha(c: &Connection, node: NodeId) -> Result<Option<String>> {
+    Ok(c.query_row(
+        "SELECT sha256 FROM versions WHERE node = ?1 ORDER BY number DESC LIMIT 1",
+        [node.0],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+fn child_id(c: &Connection, parent: NodeId, name: &str) -> Result<Option<(NodeId, i64)>> {
+    Ok(c.query_row(
+        "SELECT id, subtype FROM nodes WHERE parent = ?1 AND name = ?2",
+        params![parent.0, name],
+        |r| Ok((NodeId(r.get(0)?), r.get(1)?)),
+    )
+    .optional()?)
+}
+
+fn add_version(
+    c: &Connection,
+    node: NodeId,
+    doc: &NewDocument,
+    blob: &NewBlob,
+    name: &str,
+) -> Result<u32> {
+    let n: i64 = c.query_row(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE node = ?1",
+        [node.0],
+        |r| r.get(0),
+    )?;
+    c.prepare_cached(
+        "INSERT INTO versions (node, number, sha256, size, mime, file_name, description, created) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        node.0,
+        n,
+        blob.sha256,
+        blob.size as i64,
+        doc.mime_type,
+        name,
+        doc.description,
+        now_secs()
+    ])?;
+    c.execute(
+        "UPDATE nodes SET modified = ?1 WHERE id = ?2",
+        params![now_secs(), node.0],
+    )?;
+    Ok(n as u32)
+}
+
+fn store_in(
+    c: &mut Connection,
+    actor: &str,
+    doc: &NewDocument,
+    blob: &NewBlob,
+    strict: bool,
+) -> Result<Stored> {
+    let tx = c.transaction()?;
+    let parent = get_node(&tx, doc.parent)?;
+    if !parent.kind.is_container() {
+        return Err(EcmError::invalid(format!(
+            "node {} is not a folder",
+            doc.parent
+        )));
+    }
+    let mut attempt = 1u32;
+    let stored = loop {
+        let name = if attempt == 1 {
+            doc.name.clone()
+        } else {
+            suffixed_name(&doc.name, attempt)
+        };
+        match child_id(&tx, doc.parent, &name)? {
+            None => {
+                let now = now_secs();
+                tx.prepare_cached(
+                    "INSERT INTO nodes (parent, name, subtype, description, created, modified) \
+                     VALUES (?1, ?2, 144, ?3, ?4, ?4)",
+                )?
+                .execute(params![doc.parent.0, name, doc.description, now])?;
+                let id = NodeId(tx.last_insert_rowid());
+                let v = add_version(&tx, id, doc, blob, &name)?;
+                upsert_attrs(&tx, id, &doc.categories)?;
+                audit_in(&tx, "created", actor, Some(id), Some(&blob.sha256), &name)?;
+                break Stored {
+                    node: id,
+                    name,
+                    version: v,
+                    outcome: StoreOutcome::Created,
+                };
+            }
+            Some(_) if strict => return Err(collision(&name)),
+            Some((id, 144)) => {
+                if latest_sha(&tx, id)?.as_deref() == Some(blob.sha256.as_str()) {
+                    let v: i64 = tx.query_row(
+                        "SELECT MAX(number) FROM versions WHERE node = ?1",
+                        [id.0],
+                        |r| r.get(0),
+                    )?;
+                    break Stored {
+                        node: id,
+                        name,
+                        version: v as u32,
+                        outcome: StoreOutcome::AlreadyPresent,
+                    };
+                }
+                match doc.policy {
+                    CollisionPolicy::AddVersion if attempt == 1 => {
+                        let v = add_version(&tx, id, doc, blob, &name)?;
+                        upsert_attrs(&tx, id, &doc.categories)?;
+                        audit_in(
+                            &tx,
+                            "version-added",
+                            actor,
+                            Some(id),
+                            Some(&blob.sha256),
+                            &format!("{name} v{v}"),
+                        )?;
+                        break Stored {
+                            node: id,
+                            name,
+                            version: v,
+                            outcome: StoreOutcome::VersionAdded,
+                        };
+                    }
+                    CollisionPolicy::NewDocument => {}
+                    _ => return Err(collision(&name)),
+                }
+            }
+            Some(_) => {
+                if doc.policy != CollisionPolicy::NewDocument {
+                    return Err(collision(&name));
+                }
+            }
+        }
+        attempt += 1;
+        if attempt > 10_000 {
+            return Err(collision(&doc.name));
+        }
+    };
+    tx.commit()?;
+    Ok(stored)
+}
+
+fn collision(name: &str) -> EcmError {
+    EcmError::new(
+        ErrorKind::NameCollision,
+        format!("an item named {name:?} already exists in the folder"),
+    )
+}
+
+fn search_in(c: &Connection, q: &SearchQuery, offset: u32, limit: u32) -> Result<(Vec<Node>, u64)> {
+    let mut sql = String::from("FROM nodes n WHERE n.subtype = 144");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(loc) = q.location {
+        args.push(loc.0.into());
+        sql.push_str(&format!(
+            " AND n.parent IN (WITH RECURSIVE sub(id) AS (SELECT ?{i} UNION SELECT m.id FROM nodes m JOIN sub ON m.parent = sub.id) SELECT id FROM sub)",
+            i = args.len()
+        ));
+    }
+    if let Some(pat) = &q.name {
+        let like: String = pat
+            .chars()
+            .flat_map(|ch| match ch {
+                '*' => vec!['%'],
+                '%' | '_' | '\\' => vec!['\\', ch],
+                c => vec![c],
+            })
+            .collect();
+        args.push(like.into());
+        sql.push_str(&format!(" AND n.name LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    for f in &q.attributes {
+        args.push(f.category.clone().into());
+        args.push(f.attribute.clone().into());
+        args.push(f.value.clone().into());
+        let i = args.len();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM attrs a WHERE a.node = n.id AND a.category = ?{} AND a.attribute = ?{} AND a.vtext = ?{})",
+            i - 2,
+            i - 1,
+            i
+        ));
+    }
+    let total: i64 = c.query_row(
+        &format!("SELECT COUNT(*) {sql}"),
+        rusqlite::params_from_iter(args.iter()),
+        |r| r.get(0),
+    )?;
+    let mut st = c.prepare(&format!(
+        "SELECT {NODE_COLS} {sql} ORDER BY n.id LIMIT {limit} OFFSET {offset}"
+    ))?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args.iter()), node_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total as u64))
+}
+
+fn read_categories(c: &Connection, node: NodeId) -> Result<Vec<Category>> {
+    get_node(c, node)?;
+    let mut st = c.prepare_cached(
+        "SELECT category, attribute, value FROM attrs WHERE node = ?1 ORDER BY rowid",
+    )?;
+    let mut out: Vec<Category> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let rows = st.query_map([node.0], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (cat, attr, json) = row?;
+        let value: AttributeValue = serde_json::from_str(&json)
+            .map_err(|e| EcmError::storage(format!("attribute value: {e}")))?;
+        let i = *index.entry(cat.clone()).or_insert_with(|| {
+            out.push(Category {
+                name: cat.clone(),
+                attributes: Vec::new(),
+            });
+            out.len() - 1
+        });
+        out[i].attributes.push(Attribute { name: attr, value });
+    }
+    Ok(out)
+}
+
+impl Repository for Embedded {
+    async fn ensure_folder(&self, parent: NodeId, path: &[String]) -> Result<NodeId> {
+        for seg in path {
+            check_name(seg)?;
+        }
+        let path = path.to_vec();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let mut cur = parent;
+            get_node(&tx, cur)?;
+            for seg in &path {
+                cur = match child_id(&tx, cur, seg)? {
+                    Some((id, st)) if NodeKind::from_subtype(st).is_container() => id,
+                    Some(_) => return Err(collision(seg)),
+                    None => {
+                        let id = insert_container(&tx, cur, seg, 0, None)?;
+                        audit_in(&tx, "folder-created", actor, Some(id), None, seg)?;
+                        id
+                    }
+                };
+            }
+            tx.commit()?;
+            Ok(cur)
+        })
+        .await
+    }
+
+    async fn create_workspace(&self, parent: NodeId, spec: &WorkspaceSpec) -> Result<NodeId> {
+        check_name(&spec.name)?;
+        let spec = spec.clone();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let id = insert_container(
+                &tx,
+                parent,
+                &spec.name,
+                848,
+                Some((&spec.workspace_type, &spec.business_id)),
+            )?;
+            audit_in(
+                &tx,
+                "workspace-created",
+                actor,
+                Some(id),
+                None,
+                &format!("{} {}", spec.workspace_type, spec.business_id),
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn find_workspace(
+        &self,
+        workspace_type: &str,
+        business_id: &str,
+    ) -> Result<Option<Node>> {
+        let (t, b) = (workspace_type.to_string(), business_id.to_string());
+        self.db(move |c, _| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {NODE_COLS} FROM nodes n WHERE n.subtype = 848 AND n.ws_type = ?1 AND n.business_id = ?2 ORDER BY n.id LIMIT 1"
+                ),
+                params![t, b],
+                node_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn store_document(
+        &self,
+        doc: &NewDocument,
+        content: &dyn ContentSource,
+    ) -> Result<Stored> {
+        check_name(&doc.name)?;
+        if !is_sha(&doc.sha256) {
+            return Err(EcmError::invalid("sha256 must be 64 lower-case hex digits"));
+        }
+        let blob = self.write_blob(content).await?;
+        if blob.sha256 != doc.sha256 {
+            // The blob is unreferenced; the next reconcile removes it unless
+            // other metadata references the same content.
+            return Err(EcmError::invalid(format!(
+                "content checksum {} does not match the declared {}",
+                blob.sha256, doc.sha256
+            )));
+        }
+        self.run_hook();
+        let doc = doc.clone();
+        self.db(move |c, actor| store_in(c, actor, &doc, &blob, false))
+            .await
+    }
+
+    async fn set_categories(&self, node: NodeId, categories: &[Category]) -> Result<()> {
+        let cats = categories.to_vec();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            get_node(&tx, node)?;
+            upsert_attrs(&tx, node, &cats)?;
+            let names: Vec<&str> = cats.iter().map(|c| c.name.as_str()).collect();
+            audit_in(
+                &tx,
+                "categories-set",
+                actor,
+                Some(node),
+                None,
+                &names.join(", "),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn categories(&self, node: NodeId) -> Result<Vec<Category>> {
+        self.db(move |c, _| read_categories(c, node)).await
+    }
+
+    async fn set_permissions(&self, node: NodeId, grants: &[Grant]) -> Result<()> {
+        let grants = grants.to_vec();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            get_node(&tx, node)?;
+            for g in &grants {
+                let (kind, name) = principal_key(&g.principal);
+                let mut rights = g.rights.clone();
+                rights.sort();
+                rights.dedup();
+                let list: Vec<&str> = rights.iter().map(|r| r.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO grants (node, kind, name, rights) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (node, kind, name) DO UPDATE SET rights = excluded.rights",
+                    params![node.0, kind, name, list.join(",")],
+                )?;
+                audit_in(
+                    &tx,
+                    "permissions-set",
+                    actor,
+                    Some(node),
+                    None,
+                    &format!("{kind} {name}: {}", list.join(",")),
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn permissions(&self, node: NodeId) -> Result<Vec<Grant>> {
+        self.db(move |c, _| {
+            get_node(c, node)?;
+            let mut st =
+                c.prepare("SELECT kind, name, rights FROM grants WHERE node = ?1 ORDER BY rowid")?;
+            let rows = st.query_map([node.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, name, rights) = row?;
+                out.push(Grant {
+                    principal: principal_from(&kind, name),
+                    rights: rights.split(',').filter_map(Right::parse).collect(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn classify(&self, node: NodeId, rm_class: &str) -> Result<()> {
+        if rm_class.is_empty() || rm_class.chars().any(char::is_control) {
+            return Err(EcmError::invalid("invalid RM classification code"));
+        }
+        let code = rm_class.to_string();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            get_node(&tx, node)?;
+            tx.execute(
+                "UPDATE nodes SET rm_class = ?1, classified_at = ?2 WHERE id = ?3",
+                params![code, now_secs(), node.0],
+            )?;
+            audit_in(&tx, "classified", actor, Some(node), None, &code)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply_hold(&self, node: NodeId, hold: &str) -> Result<()> {
+        if hold.is_empty() || hold.chars().any(char::is_control) {
+            return Err(EcmError::invalid("invalid hold name"));
+        }
+        let hold = hold.to_string();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            get_node(&tx, node)?;
+            tx.execute("INSERT OR IGNORE INTO holds (name) VALUES (?1)", [&hold])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO node_holds (node, hold) SELECT ?1, id FROM holds WHERE name = ?2",
+                params![node.0, hold],
+            )?;
+            audit_in(&tx, "hold-applied", actor, Some(node), None, &hold)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start_workflow(&self, request: &WorkflowStart) -> Result<WorkflowId> {
+        let r = request.clone();
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let id = Embedded::insert_workflow(&tx, actor, &r)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<Node>> {
+        let limit = query.limit.unwrap_or(1000);
+        Ok(self.search_page(query, 0, limit).await?.0)
+    }
+
+    async fn download(&self, node: NodeId, version: Option<u32>) -> Result<ByteStream> {
+        let (sha, _) = self
+            .db(move |c, _| {
+                get_node(c, node)?;
+                c.query_row(
+                    "SELECT sha256, size FROM versions WHERE node = ?1 AND (?2 IS NULL OR number = ?2) ORDER BY number DESC LIMIT 1",
+                    params![node.0, version],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?
+                .ok_or_else(|| match version {
+                    Some(v) => EcmError::not_found(format!("version {v} of node {node}")),
+                    None => EcmError::not_found(format!("content of node {node}")),
+                })
+            })
+            .await?;
+        let blobs = self.inner.blobs.try_clone()?;
+        let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
+            .await
+            .map_err(EcmError::storage)??;
+        let f = tokio::fs::File::from_std(f.into_std());
+        use futures::TryStreamExt;
+        let s = tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).map_err(EcmError::from);
+        Ok(Box::pin(s))
+    }
+
+    async fn node(&self, node: NodeId) -> Result<Node> {
+        self.db(move |c, _| get_node(c, node)).await
+    }
+
+    async fn versions(&self, node: NodeId) -> Result<Vec<Version>> {
+        self.db(move |c, _| {
+            get_node(c, node)?;
+            let mut st = c.prepare(
+                "SELECT number, size, mime, file_name, sha256, created, description FROM versions WHERE node = ?1 ORDER BY number",
+            )?;
+            let rows = st.query_map([node.0], |r| {
+                Ok(Version {
+                    number: r.get::<_, i64>(0)? as u32,
+                    size: r.get::<_, i64>(1)? as u64,
+                    mime_type: r.get(2)?,
+                    file_name: r.get(3)?,
+                    sha256: r.get(4)?,
+                    created: rfc3339(r.get(5)?),
+                    description: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn children(&self, node: NodeId) -> Result<Vec<Node>> {
+        Ok(self.children_page(node, None, None, 0, u32::MAX).await?.0)
+    }
+
+    async fn delete(&self, node: NodeId) -> Result<()> {
+        if node == NodeId::ENTERPRISE {
+            return Err(EcmError::new(
+                ErrorKind::PermissionDenied,
+                "the Enterprise volume cannot be deleted",
+            ));
+        }
+        self.db(move |c, actor| {
+            let tx = c.transaction()?;
+            let n = get_node(&tx, node)?;
+            let ids: Vec<i64> = {
+                let mut st = tx.prepare(
+                    "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION SELECT m.id FROM nodes m JOIN sub ON m.parent = sub.id) SELECT id FROM sub",
+                )?;
+                st.query_map([node.0], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let now = now_secs();
+            for id in &ids {
+                let held: Option<String> = tx
+                    .query_row(
+                        "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold WHERE nh.node = ?1 LIMIT 1",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(h) = held {
+                    return Err(EcmError::new(
+                        ErrorKind::HeldOrRetained,
+                        format!("node {id} is under legal hold {h:?}"),
+                    ));
+                }
+                let retained: Option<(String, Option<i64>, i64)> = tx
+                    .query_row(
+                        "SELECT n.rm_class, r.retain_days, n.classified_at FROM nodes n \
+                         LEFT JOIN rm_classes r ON r.code = n.rm_class WHERE n.id = ?1 AND n.rm_class IS NOT NULL",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                if let Some((code, days, at)) = retained {
+                    let until = days.map(|d| at + d * 86_400);
+                    if until.is_none_or(|u| now < u) {
+                        return Err(EcmError::new(
+                            ErrorKind::HeldOrRetained,
+                            format!(
+                                "node {id} is retained under RM class {code:?} until {}",
+                                until.map(rfc3339).unwrap_or_else(|| "further notice".into())
+                            ),
+                        ));
+                    }
+                }
+            }
+            // Children first so the parent references stay valid.
+            for id in ids.iter().rev() {
+                tx.execute("DELETE FROM node_holds WHERE node = ?1", [id])?;
+                tx.execute("DELETE FROM nodes WHERE id = ?1", [id])?;
+            }
+            audit_in(&tx, "deleted", actor, Some(node), None, &n.name)?;
+            tx.commit()?;
+            // Content is removed by the next reconcile (blobs may be shared).
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: &AuditEvent) -> Result<()> {
+        let e = event.clone();
+        self.db(move |c, _| {
+            audit_in(
+                c,
+                &e.action,
+                &e.actor,
+                e.node,
+                e.sha256.as_deref(),
+                &e.detail,
+            )
+        })
+        .await
+    }
+
+    async fn audit(&self, node: Option<NodeId>) -> Result<Vec<AuditRecord>> {
+        self.db(move |c, _| {
+            let mut st = c.prepare(
+                "SELECT id, at, action, actor, node, sha256, detail FROM audit WHERE (?1 IS NULL OR node = ?1) ORDER BY id",
+            )?;
+            let rows = st.query_map([node.map(|n| n.0)], |r| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    at: rfc3339(r.get(1)?),
+                    event: AuditEvent {
+                        action: r.get(2)?,
+                        actor: r.get(3)?,
+                        node: r.get::<_, Option<i64>>(4)?.map(NodeId),
+                        sha256: r.get(5)?,
+                        detail: r.get(6)?,
+                    },
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+}
