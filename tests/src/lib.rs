@@ -2,3 +2,4 @@
 //! and (module `servers`) starts real servers on 127.0.0.1.
 
 pub mod plugins;
+pub mod servers;

@@ -1,0 +1,620 @@
+//! FTP, explicit FTPS (`AUTH TLS`) and implicit FTPS through suppaftp (tokio + rustls).
+
+mod tls;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use suppaftp::list::ListParser;
+use suppaftp::tokio::TransferStream;
+use suppaftp::tokio::{
+    AsyncRustlsConnector, AsyncRustlsFtpStream, AsyncRustlsStream, ImplAsyncFtpStream,
+};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::config::{CommonConfig, Secret, SecretSource};
+use crate::error::{Error, Result};
+use crate::io::{CopyError, Progress, StallReader, copy_bounded};
+use crate::pool::{Pool, Pooled};
+use crate::retry::with_retry;
+use crate::{Endpoint, Entry, EntryKind, ReadStream, RemotePath};
+
+/// How the FTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpSecurity {
+    /// No TLS (only for partners that offer nothing else).
+    Plain,
+    /// `AUTH TLS` on the normal port, then protected data connections (`PROT P`).
+    Explicit,
+    /// TLS from the first byte (usually port 990).
+    Implicit,
+}
+
+/// How the server's TLS certificate is verified. Verification is always on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file of the CA(s) to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the server's certificate (hex, colons allowed): trust exactly this
+    /// certificate instead of a CA chain; the certificate's signatures are still checked.
+    pub pinned_sha256: Option<String>,
+    /// Name to verify the certificate against, when it differs from `host`.
+    pub server_name: Option<String>,
+}
+
+/// One FTP partner.
+#[derive(Debug, Clone)]
+pub struct FtpConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// Control port (21, or 990 for implicit FTPS).
+    pub port: u16,
+    /// Login name.
+    pub user: String,
+    /// Where the password comes from.
+    pub password: SecretSource,
+    /// The partner root on the server (absolute, e.g. `/` or `/outbound`).
+    pub root: String,
+    /// Plain, explicit or implicit TLS.
+    pub security: FtpSecurity,
+    /// Certificate verification settings.
+    pub tls: TlsSettings,
+    /// Use `EPSV` (the passive address is then always the control connection's host).
+    pub epsv: bool,
+    /// With `PASV`, connect to the control connection's address instead of the one the
+    /// server announces (servers behind NAT announce private addresses).
+    pub nat_workaround: bool,
+    /// The server's UTC offset in minutes: `LIST` timestamps carry no time zone.
+    pub server_utc_offset_minutes: i32,
+    /// Pool, timeouts, retries, temporary names.
+    pub common: CommonConfig,
+}
+
+impl FtpConfig {
+    /// Defaults for `host:port` with explicit FTPS, EPSV and the root `/`.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        password: SecretSource,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password,
+            root: "/".into(),
+            security: FtpSecurity::Explicit,
+            tls: TlsSettings::default(),
+            epsv: true,
+            nat_workaround: true,
+            server_utc_offset_minutes: 0,
+            common: CommonConfig::default(),
+        }
+    }
+}
+
+/// One logged-in control connection and what its server supports.
+pub struct FtpConn {
+    ftp: AsyncRustlsFtpStream,
+    mlsd: bool,
+    mdtm: bool,
+    size: bool,
+}
+
+/// An FTP or FTPS partner.
+pub struct FtpEndpoint {
+    cfg: FtpConfig,
+    password: Secret,
+    tls: Option<tokio_rustls::TlsConnector>,
+    pool: Pool<FtpConn>,
+}
+
+fn map_ftp(e: FtpError) -> Error {
+    match e {
+        FtpError::ConnectionError(io) => Error::Connection(io),
+        FtpError::SecureError(s) => Error::Tls {
+            host: String::new(),
+            detail: s,
+        },
+        FtpError::UnexpectedResponse(r) => {
+            let code = r.status.code();
+            let text = String::from_utf8_lossy(&r.body).trim().to_owned();
+            match code {
+                421 => Error::Busy(text),
+                530 => Error::Auth {
+                    user: String::new(),
+                    detail: text,
+                },
+                400..=499 => Error::Protocol(text),
+                _ => Error::Refused(text),
+            }
+        }
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+impl FtpEndpoint {
+    /// Builds the endpoint: reads the password and loads the TLS trust settings now, so a bad
+    /// configuration fails at start-up. No connection is opened until the first operation.
+    pub fn new(cfg: FtpConfig) -> Result<Self> {
+        let password = cfg.password.resolve()?;
+        let tls = match cfg.security {
+            FtpSecurity::Plain => None,
+            _ => Some(tls::connector(&cfg.tls)?),
+        };
+        let pool = Pool::new(cfg.common.max_connections, cfg.common.connect_timeout);
+        Ok(Self {
+            cfg,
+            password,
+            tls,
+            pool,
+        })
+    }
+
+    /// The configuration this endpoint runs with.
+    pub fn config(&self) -> &FtpConfig {
+        &self.cfg
+    }
+
+    fn abs(&self, p: &RemotePath) -> String {
+        p.under(&self.cfg.root)
+    }
+
+    fn server_name(&self) -> &str {
+        self.cfg
+            .tls
+            .server_name
+            .as_deref()
+            .unwrap_or(&self.cfg.host)
+    }
+
+    fn tls_error(&self, e: Error) -> Error {
+        match e {
+            Error::Tls { detail, .. } => Error::Tls {
+                host: format!("{}:{}", self.cfg.host, self.cfg.port),
+                detail,
+            },
+            Error::Auth { detail, .. } => Error::Auth {
+                user: self.cfg.user.clone(),
+                detail,
+            },
+            other => other,
+        }
+    }
+
+    async fn connect(&self) -> Result<FtpConn> {
+        let addr = (self.cfg.host.as_str(), self.cfg.port);
+        let connector = || AsyncRustlsConnector::from(self.tls.clone().expect("TLS configured"));
+        let mut ftp = match self.cfg.security {
+            FtpSecurity::Implicit => {
+                AsyncRustlsFtpStream::connect_secure_implicit(addr, connector(), self.server_name())
+                    .await
+                    .map_err(map_ftp)?
+            }
+            security => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(Error::Connection)?;
+                let _ = tcp.set_nodelay(true);
+                let ftp = ImplAsyncFtpStream::connect_with_stream(tcp)
+                    .await
+                    .map_err(map_ftp)?;
+                if security == FtpSecurity::Explicit {
+                    ftp.into_secure(connector(), self.server_name())
+                        .await
+                        .map_err(map_ftp)?
+                } else {
+                    ftp
+                }
+            }
+        };
+        ftp.set_mode(if self.cfg.epsv {
+            Mode::ExtendedPassive
+        } else {
+            Mode::Passive
+        });
+        ftp.set_passive_nat_workaround(self.cfg.nat_workaround);
+        ftp.login(self.cfg.user.as_str(), self.password.expose())
+            .await
+            .map_err(map_ftp)?;
+        ftp.transfer_type(FileType::Binary).await.map_err(map_ftp)?;
+        // FEAT is optional (RFC 2389); a server without it supports none of the extensions.
+        let feat = ftp.feat().await.unwrap_or_default();
+        let has = |k: &str| feat.keys().any(|f| f.eq_ignore_ascii_case(k));
+        Ok(FtpConn {
+            mlsd: has("MLST"),
+            mdtm: has("MDTM"),
+            size: has("SIZE"),
+            ftp,
+        })
+    }
+
+    async fn conn(&self) -> Result<Pooled<FtpConn>> {
+        self.pool
+            .get(|| async { self.connect().await.map_err(|e| self.tls_error(e)) })
+            .await
+    }
+
+    fn list_time(&self, t: SystemTime) -> SystemTime {
+        let off = self.cfg.server_utc_offset_minutes;
+        let d = Duration::from_secs(u64::from(off.unsigned_abs()) * 60);
+        if off >= 0 { t - d } else { t + d }
+    }
+
+    async fn list_once(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
+        let abs = self.abs(dir);
+        let mut c = self.conn().await?;
+        let (lines, mlsd) = if c.mlsd {
+            let r = c.ftp.mlsd(Some(&abs)).await.map_err(map_ftp);
+            (c.check(r)?, true)
+        } else {
+            // CWD then a bare LIST: a path argument would be globbed or taken for options.
+            let r = c.ftp.cwd(&abs).await.map_err(map_ftp);
+            c.check(r)?;
+            let r = c.ftp.list(None).await.map_err(map_ftp);
+            (c.check(r)?, false)
+        };
+        drop(c);
+        let mut out = Vec::with_capacity(lines.len());
+        for line in lines {
+            let parsed = if mlsd {
+                let facts = line.split(' ').next().unwrap_or("").to_ascii_lowercase();
+                if facts.contains("type=cdir;") || facts.contains("type=pdir;") {
+                    continue;
+                }
+                ListParser::parse_mlsd(&line)
+            } else {
+                ListParser::parse_posix(&line).or_else(|_| ListParser::parse_dos(&line))
+            };
+            let f = match parsed {
+                Ok(f) => f,
+                Err(e) => {
+                    if !line.starts_with("total ") {
+                        tracing::warn!(%dir, %line, error = %e, "skipping an unparsable listing line");
+                    }
+                    continue;
+                }
+            };
+            let name = f.name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = match dir.join(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%dir, error = %e, "skipping an unsafe remote name");
+                    continue;
+                }
+            };
+            let kind = if f.is_directory() {
+                EntryKind::Dir
+            } else if f.is_symlink() {
+                EntryKind::Symlink
+            } else if f.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
+            let mtime = if mlsd {
+                f.modified()
+            } else {
+                self.list_time(f.modified())
+            };
+            out.push(Entry {
+                name: name.to_owned(),
+                path,
+                size: f.size() as u64,
+                mtime: Some(mtime),
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn stat_once(&self, path: &RemotePath) -> Result<Option<Entry>> {
+        let name = path.file_name().unwrap_or("").to_owned();
+        let abs = self.abs(path);
+        let mut c = self.conn().await?;
+        if path.is_root() {
+            return Ok(Some(Entry {
+                name,
+                path: path.clone(),
+                size: 0,
+                mtime: None,
+                kind: EntryKind::Dir,
+            }));
+        }
+        if c.size {
+            match c.ftp.size(&abs).await.map_err(map_ftp) {
+                Ok(size) => {
+                    let mtime = if c.mdtm {
+                        let r = c.ftp.mdtm(&abs).await.map_err(map_ftp);
+                        match c.check(r) {
+                            Ok(t) => Some(SystemTime::from(t.and_utc())),
+                            Err(Error::Refused(_)) => None,
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        None
+                    };
+                    return Ok(Some(Entry {
+                        name,
+                        path: path.clone(),
+                        size: size as u64,
+                        mtime,
+                        kind: EntryKind::File,
+                    }));
+                }
+                Err(Error::Refused(_)) => {}
+                Err(e) => return c.check(Err(e)),
+            }
+            // Not a file: a directory if we can enter it.
+            return match c.ftp.cwd(&abs).await.map_err(map_ftp) {
+                Ok(()) => Ok(Some(Entry {
+                    name,
+                    path: path.clone(),
+                    size: 0,
+                    mtime: None,
+                    kind: EntryKind::Dir,
+                })),
+                Err(Error::Refused(_)) => Ok(None),
+                Err(e) => c.check(Err(e)),
+            };
+        }
+        drop(c);
+        let parent = path.parent().unwrap_or_default();
+        Ok(self
+            .list_once(&parent)
+            .await?
+            .into_iter()
+            .find(|e| e.name == name))
+    }
+
+    async fn open_once(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
+        let abs = self.abs(path);
+        let mut c = self.conn().await?;
+        if offset > 0 {
+            let off = usize::try_from(offset)
+                .map_err(|_| Error::Config("resume offset too large".into()))?;
+            let r = c.ftp.resume_transfer(off).await.map_err(map_ftp);
+            c.check(r)?;
+        }
+        let r = c.ftp.retr_as_stream(&abs).await.map_err(map_ftp);
+        let stream = c.check(r)?;
+        Ok(Box::new(FtpRead {
+            state: ReadState::Streaming(StallReader::new(stream, self.cfg.common.stall_timeout)),
+            conn: c,
+        }))
+    }
+
+    /// Removes a temporary file after a failed upload, on a fresh connection; failures are
+    /// only logged (the file is recognisable by its temporary name).
+    async fn cleanup(&self, abs: &str) {
+        let attempt = async {
+            let mut c = self.conn().await?;
+            let r = c.ftp.rm(abs).await.map_err(map_ftp);
+            c.check(r)
+        };
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.cfg.common.connect_timeout, attempt)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "cleanup",
+                after: self.cfg.common.connect_timeout,
+            })
+        {
+            tracing::warn!(file = %abs, error = %e, "could not remove a temporary upload");
+        }
+    }
+}
+
+enum ReadState {
+    Streaming(StallReader<TransferStream<AsyncRustlsStream>>),
+    Finishing(BoxFuture<'static, suppaftp::FtpResult<()>>),
+    Done,
+}
+
+/// A download: the data connection plus the control connection it belongs to. The control
+/// connection returns to the pool only after the server confirmed the transfer (`226`).
+struct FtpRead {
+    state: ReadState,
+    conn: Pooled<FtpConn>,
+}
+
+impl AsyncRead for FtpRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                ReadState::Streaming(s) => {
+                    let before = buf.filled().len();
+                    match Pin::new(&mut *s).poll_read(cx, buf) {
+                        Poll::Ready(Ok(()))
+                            if buf.filled().len() == before && buf.remaining() > 0 =>
+                        {
+                            let ReadState::Streaming(s) =
+                                std::mem::replace(&mut this.state, ReadState::Done)
+                            else {
+                                unreachable!()
+                            };
+                            this.state = ReadState::Finishing(Box::pin(s.into_inner().finish()));
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.conn.set_broken();
+                            this.state = ReadState::Done;
+                            return Poll::Ready(Err(e));
+                        }
+                        other => return other,
+                    }
+                }
+                ReadState::Finishing(f) => {
+                    let r = futures::ready!(f.as_mut().poll(cx));
+                    this.state = ReadState::Done;
+                    return Poll::Ready(r.map_err(|e| {
+                        this.conn.set_broken();
+                        map_ftp(e).into_io()
+                    }));
+                }
+                ReadState::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl Drop for FtpRead {
+    fn drop(&mut self) {
+        // Dropped before the server confirmed the transfer: the control connection's state is
+        // unknown, so it is closed rather than reused.
+        if !matches!(self.state, ReadState::Done) {
+            self.conn.set_broken();
+        }
+    }
+}
+
+#[async_trait]
+impl Endpoint for FtpEndpoint {
+    async fn list(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
+        with_retry(&self.cfg.common.retry, "ftp list", || self.list_once(dir)).await
+    }
+
+    async fn stat(&self, path: &RemotePath) -> Result<Option<Entry>> {
+        with_retry(&self.cfg.common.retry, "ftp stat", || self.stat_once(path)).await
+    }
+
+    async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
+        with_retry(&self.cfg.common.retry, "ftp open", || {
+            self.open_once(path, offset)
+        })
+        .await
+    }
+
+    async fn write_atomic(
+        &self,
+        path: &RemotePath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        progress: Option<&dyn Progress>,
+    ) -> Result<u64> {
+        let temp = &self.cfg.common.temp;
+        let tmp_abs = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
+        let final_abs = self.abs(path);
+        let stall = self.cfg.common.stall_timeout;
+        let mut c = self.conn().await?;
+        let r = c.ftp.put_with_stream(&tmp_abs).await.map_err(map_ftp);
+        let mut up = c.check(r)?;
+        let sent = match copy_bounded(src, &mut up, stall, progress).await {
+            Ok(n) => n,
+            Err(e) => {
+                c.set_broken();
+                drop(up);
+                drop(c);
+                let e = match e {
+                    CopyError::Source(e) => e,
+                    CopyError::Sink(e) => e,
+                };
+                self.cleanup(&tmp_abs).await;
+                return Err(e);
+            }
+        };
+        let r = up.finish().await.map_err(map_ftp);
+        if let Err(e) = c.check(r) {
+            drop(c);
+            self.cleanup(&tmp_abs).await;
+            return Err(e);
+        }
+        let result: Result<()> = async {
+            let r = c.ftp.size(&tmp_abs).await.map_err(map_ftp);
+            let stored = c.check(r)? as u64;
+            if stored != sent {
+                return Err(Error::SizeMismatch {
+                    path: tmp_abs.clone(),
+                    sent,
+                    stored,
+                });
+            }
+            let r = c.ftp.rename(&tmp_abs, &final_abs).await.map_err(map_ftp);
+            match c.check(r) {
+                Ok(()) => Ok(()),
+                // Some servers refuse to rename over an existing file: replace it.
+                Err(Error::Refused(_)) => {
+                    let r = c.ftp.rm(&final_abs).await.map_err(map_ftp);
+                    c.check(r)?;
+                    let r = c.ftp.rename(&tmp_abs, &final_abs).await.map_err(map_ftp);
+                    c.check(r)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        drop(c);
+        if let Err(e) = result {
+            self.cleanup(&tmp_abs).await;
+            return Err(e);
+        }
+        Ok(sent)
+    }
+
+    async fn rename(&self, from: &RemotePath, to: &RemotePath) -> Result<()> {
+        let (f, t) = (self.abs(from), self.abs(to));
+        with_retry(&self.cfg.common.retry, "ftp rename", || async {
+            let mut c = self.conn().await?;
+            let r = c.ftp.rename(&f, &t).await.map_err(map_ftp);
+            c.check(r)
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &RemotePath) -> Result<()> {
+        let p = self.abs(path);
+        with_retry(&self.cfg.common.retry, "ftp delete", || async {
+            let mut c = self.conn().await?;
+            let r = c.ftp.rm(&p).await.map_err(map_ftp);
+            c.check(r)
+        })
+        .await
+    }
+
+    async fn mkdir_all(&self, path: &RemotePath) -> Result<()> {
+        with_retry(&self.cfg.common.retry, "ftp mkdir", || async {
+            let mut c = self.conn().await?;
+            let mut cur = RemotePath::root();
+            for part in path.components() {
+                cur = cur.join(part)?;
+                let abs = self.abs(&cur);
+                let r = c.ftp.mkdir(&abs).await.map_err(map_ftp);
+                match c.check(r) {
+                    Ok(()) => {}
+                    // Already there (as a directory) is fine; anything else is an error.
+                    Err(Error::Refused(msg)) => {
+                        let r = c.ftp.cwd(&abs).await.map_err(map_ftp);
+                        c.check(r)
+                            .map_err(|_| Error::Refused(format!("mkdir {abs}: {msg}")))?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Shared by [`FtpEndpoint`] and tests: the SHA-256 fingerprint format used for pinning.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    tls::fingerprint(der)
+}
+
+#[allow(dead_code)]
+fn _assert_send(e: Arc<FtpEndpoint>) -> impl Send {
+    e
+}

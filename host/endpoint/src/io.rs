@@ -1,0 +1,168 @@
+//! Stream helpers: progress hooks, stall timeouts and the bounded-memory copy loop.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{Error, Result};
+
+/// Buffer size of the copy loop: large enough for line-rate loopback, small enough to keep
+/// memory bounded regardless of file size.
+pub const COPY_BUF: usize = 256 * 1024;
+
+/// Called as a large transfer advances.
+pub trait Progress: Send + Sync {
+    /// `done` bytes have been transferred so far.
+    fn advanced(&self, done: u64);
+}
+
+impl<F: Fn(u64) + Send + Sync> Progress for F {
+    fn advanced(&self, done: u64) {
+        self(done)
+    }
+}
+
+/// Wraps a reader and reports the running byte count to a [`Progress`] hook.
+pub struct ProgressReader<R, P> {
+    inner: R,
+    hook: P,
+    done: u64,
+}
+
+impl<R, P> ProgressReader<R, P> {
+    /// Starts counting at `start` (the resume offset, for instance).
+    pub fn new(inner: R, hook: P, start: u64) -> Self {
+        Self {
+            inner,
+            hook,
+            done: start,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin, P: Progress + Unpin> AsyncRead for ProgressReader<R, P> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.done += n;
+            let done = self.done;
+            self.hook.advanced(done);
+        }
+        r
+    }
+}
+
+/// Fails a read that makes no progress for `stall`.
+pub struct StallReader<R> {
+    inner: R,
+    stall: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<R> StallReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, stall: Duration) -> Self {
+        Self {
+            inner,
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+        }
+    }
+
+    /// Returns the wrapped reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for StallReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let deadline = Instant::now() + this.stall;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Error::Timeout {
+                    what: "stalled transfer",
+                    after: this.stall,
+                }
+                .into_io())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Which side of a copy failed.
+pub(crate) enum CopyError {
+    /// Reading the source failed (the destination connection may still be fine).
+    Source(Error),
+    /// Writing to the destination failed or stalled.
+    Sink(Error),
+}
+
+impl From<CopyError> for Error {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Source(e) | CopyError::Sink(e) => e,
+        }
+    }
+}
+
+/// Copies `src` into `dst` with a fixed buffer, failing any read or write that stalls for
+/// `stall`, and reporting progress. Flushes `dst` at the end. Returns the bytes copied.
+pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
+    src: &mut (dyn AsyncRead + Send + Unpin),
+    dst: &mut W,
+    stall: Duration,
+    progress: Option<&dyn Progress>,
+) -> std::result::Result<u64, CopyError> {
+    let timeout = |what| Error::Timeout { what, after: stall };
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut done = 0u64;
+    loop {
+        let n = tokio::time::timeout(stall, src.read(&mut buf))
+            .await
+            .map_err(|_| CopyError::Source(timeout("reading the upload source")))?
+            .map_err(|e| CopyError::Source(Error::Io(e)))?;
+        if n == 0 {
+            break;
+        }
+        tokio::time::timeout(stall, dst.write_all(&buf[..n]))
+            .await
+            .map_err(|_| CopyError::Sink(timeout("stalled upload")))?
+            .map_err(|e| CopyError::Sink(Error::Connection(e)))?;
+        done += n as u64;
+        if let Some(p) = progress {
+            p.advanced(done);
+        }
+    }
+    tokio::time::timeout(stall, dst.flush())
+        .await
+        .map_err(|_| CopyError::Sink(timeout("stalled upload")))?
+        .map_err(|e| CopyError::Sink(Error::Connection(e)))?;
+    Ok(done)
+}
+
+/// Reads everything from a stream into memory; for small files and tests.
+pub async fn read_all(mut r: impl AsyncRead + Unpin) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).await.map_err(Error::Io)?;
+    Ok(v)
+}

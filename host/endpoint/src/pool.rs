@@ -1,0 +1,178 @@
+//! A per-partner connection pool with a hard maximum.
+//!
+//! Partners cap connections per IP and answer `421` beyond it. The pool never opens more than
+//! its maximum; when a connect is still refused as busy (another process shares the cap), the
+//! caller backs off with jitter and tries again, reusing any connection returned meanwhile, so
+//! parallel work completes instead of deadlocking.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::RetryPolicy;
+use crate::error::{Error, Result};
+
+/// Idle connections older than this are closed rather than reused (servers drop idle sessions).
+const MAX_IDLE: Duration = Duration::from_secs(20);
+
+struct Inner<C> {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<(C, Instant)>>,
+}
+
+/// A bounded pool of connections of type `C`.
+pub struct Pool<C> {
+    inner: Arc<Inner<C>>,
+    max: usize,
+    connect_timeout: Duration,
+    busy_backoff: RetryPolicy,
+}
+
+impl<C: Send + 'static> Pool<C> {
+    /// A pool of at most `max` connections (at least 1).
+    pub fn new(max: usize, connect_timeout: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(max)),
+                idle: Mutex::new(Vec::new()),
+            }),
+            max,
+            connect_timeout,
+            busy_backoff: RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+            },
+        }
+    }
+
+    /// The most connections this pool opens.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Takes an idle connection or opens one with `connect`. Waits for a free slot when
+    /// `max` connections are in use. A `Busy` refusal is retried with backoff until the
+    /// connect timeout has passed four times over; other connect errors are returned.
+    pub async fn get<F, Fut>(&self, mut connect: F) -> Result<Pooled<C>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<C>>,
+    {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Config("connection pool closed".into()))?;
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            if let Some(conn) = self.take_idle() {
+                return Ok(self.wrap(conn, permit));
+            }
+            let result = match tokio::time::timeout(self.connect_timeout, connect()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    what: "connect",
+                    after: self.connect_timeout,
+                }),
+            };
+            match result {
+                Ok(conn) => return Ok(self.wrap(conn, permit)),
+                Err(Error::Busy(msg)) if started.elapsed() < self.connect_timeout * 4 => {
+                    let delay = self.busy_backoff.backoff(attempt);
+                    tracing::debug!(%msg, ?delay, "server busy, backing off");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<C> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < MAX_IDLE {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn wrap(&self, conn: C, permit: OwnedSemaphorePermit) -> Pooled<C> {
+        Pooled {
+            conn: Some(conn),
+            inner: self.inner.clone(),
+            _permit: permit,
+            broken: false,
+        }
+    }
+
+    /// Closes all idle connections (they are dropped).
+    pub fn clear_idle(&self) {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// A connection borrowed from a [`Pool`]; it goes back when dropped unless marked broken.
+pub struct Pooled<C: Send + 'static> {
+    conn: Option<C>,
+    inner: Arc<Inner<C>>,
+    _permit: OwnedSemaphorePermit,
+    broken: bool,
+}
+
+impl<C: Send + 'static> Pooled<C> {
+    /// Marks the connection unusable: it is closed instead of returned.
+    pub fn set_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Marks the connection broken when `r` failed in a way that leaves it unusable.
+    pub fn check<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && e.breaks_connection()
+        {
+            self.broken = true;
+        }
+        r
+    }
+}
+
+impl<C: Send + 'static> Deref for Pooled<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl<C: Send + 'static> DerefMut for Pooled<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl<C: Send + 'static> Drop for Pooled<C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !self.broken
+        {
+            self.inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((conn, Instant::now()));
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! SFTP through russh + russh-sftp. The server's host key is always verified against keys
+//! pinned in the configuration or a known_hosts file; an unknown or changed key is refused
+//! with its fingerprint in the error.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use russh::client;
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::{File as SftpFile, Metadata};
+use russh_sftp::protocol::{FileType, StatusCode};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use crate::config::{CommonConfig, Secret, SecretSource};
+use crate::error::{Error, Result};
+use crate::io::{Progress, StallReader, copy_bounded};
+use crate::pool::{Pool, Pooled};
+use crate::retry::with_retry;
+use crate::{Endpoint, Entry, EntryKind, ReadStream, RemotePath};
+
+/// How to log in.
+#[derive(Debug, Clone)]
+pub enum SftpAuth {
+    /// Password login.
+    Password(SecretSource),
+    /// Public-key login (Ed25519 or RSA, OpenSSH or PKCS#8 format).
+    Key {
+        /// The private key file.
+        path: PathBuf,
+        /// The key's passphrase, when it is encrypted.
+        passphrase: Option<SecretSource>,
+    },
+}
+
+/// One SFTP partner.
+#[derive(Debug, Clone)]
+pub struct SftpConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login name.
+    pub user: String,
+    /// Password or key.
+    pub auth: SftpAuth,
+    /// Accepted host keys: OpenSSH public key lines (`ssh-ed25519 AAAA...`) or SHA-256
+    /// fingerprints (`SHA256:...`).
+    pub host_keys: Vec<String>,
+    /// A known_hosts file consulted when the key is not pinned above.
+    pub known_hosts: Option<PathBuf>,
+    /// The partner root on the server (absolute, e.g. `/` or `/upload`).
+    pub root: String,
+    /// Pool, timeouts, retries, temporary names.
+    pub common: CommonConfig,
+}
+
+impl SftpConfig {
+    /// Defaults for `host:port` with the root `/`; add host keys before use.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        auth: SftpAuth,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            user: user.into(),
+            auth,
+            host_keys: Vec::new(),
+            known_hosts: None,
+            root: "/".into(),
+            common: CommonConfig::default(),
+        }
+    }
+}
+
+enum Credentials {
+    Password(Secret),
+    Key(Arc<russh::keys::PrivateKey>),
+}
+
+/// Why a host key was refused, recorded by the handler for the error message.
+#[derive(Clone, Default)]
+struct Refusal(Arc<Mutex<Option<(String, String)>>>);
+
+struct Checker {
+    pinned_keys: Arc<Vec<PublicKey>>,
+    pinned_fps: Arc<Vec<String>>,
+    known_hosts: Option<PathBuf>,
+    host: String,
+    port: u16,
+    refusal: Refusal,
+}
+
+impl Checker {
+    fn refuse(&self, fp: String, why: &str) -> bool {
+        *self.refusal.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((fp, why.to_owned()));
+        false
+    }
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
+            return Ok(self.refuse(
+                "(a certificate)".into(),
+                "host certificates are not accepted",
+            ));
+        };
+        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        if self
+            .pinned_keys
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+            || self.pinned_fps.contains(&fp)
+        {
+            return Ok(true);
+        }
+        if let Some(path) = &self.known_hosts {
+            match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(russh::keys::Error::KeyChanged { line }) => {
+                    return Ok(self.refuse(
+                        fp,
+                        &format!("it differs from line {line} of {}", path.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Ok(self.refuse(fp, &format!("known_hosts {}: {e}", path.display())));
+                }
+            }
+        }
+        Ok(self.refuse(fp, "it is not a pinned or known key"))
+    }
+}
+
+/// One SSH connection with its SFTP channel.
+pub struct SftpConn {
+    sftp: SftpSession,
+    _ssh: client::Handle<Checker>,
+}
+
+/// An SFTP partner.
+pub struct SftpEndpoint {
+    cfg: SftpConfig,
+    creds: Credentials,
+    pinned_keys: Arc<Vec<PublicKey>>,
+    pinned_fps: Arc<Vec<String>>,
+    ssh_config: Arc<client::Config>,
+    pool: Pool<SftpConn>,
+}
+
+fn map_sftp(what: &str, e: SftpError) -> Error {
+    match e {
+        SftpError::Status(s) => match s.status_code {
+            StatusCode::NoSuchFile => Error::NotFound(what.to_owned()),
+            StatusCode::PermissionDenied => Error::Refused(format!("{what}: permission denied")),
+            StatusCode::NoConnection | StatusCode::ConnectionLost => Error::Connection(
+                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, s.error_message),
+            ),
+            _ => Error::Refused(format!("{what}: {}", s.error_message)),
+        },
+        SftpError::Timeout => Error::Timeout {
+            what: "SFTP request",
+            after: std::time::Duration::from_secs(0),
+        },
+        SftpError::IO(m) => Error::Connection(std::io::Error::other(m)),
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+fn map_ssh(e: russh::Error) -> Error {
+    match e {
+        russh::Error::IO(io) => Error::Connection(io),
+        russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout => Error::Timeout {
+            what: "SSH connection",
+            after: std::time::Duration::from_secs(0),
+        },
+        russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError => {
+            Error::Connection(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                e.to_string(),
+            ))
+        }
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+fn kind_of(m: &Metadata) -> EntryKind {
+    match m.file_type() {
+        FileType::File => EntryKind::File,
+        FileType::Dir => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        FileType::Other => EntryKind::Other,
+    }
+}
+
+fn entry(path: RemotePath, name: String, m: &Metadata) -> Entry {
+    Entry {
+        name,
+        path,
+        size: m.size.unwrap_or(0),
+        mtime: m.modified().ok(),
+        kind: kind_of(m),
+    }
+}
+
+impl SftpEndpoint {
+    /// Builds the endpoint: reads secrets and the key file and parses the pinned host keys
+    /// now. At least one pinned key or a known_hosts file is required.
+    pub fn new(cfg: SftpConfig) -> Result<Self> {
+        let mut keys = Vec::new();
+        let mut fps = Vec::new();
+        for k in &cfg.host_keys {
+            let k = k.trim();
+            if k.starts_with("SHA256:") {
+                fps.push(k.to_owned());
+            } else {
+                // Accept "host ssh-ed25519 AAAA..." (ssh-keyscan output) as well.
+                let start = k.find("ssh-").or_else(|| k.find("ecdsa-")).unwrap_or(0);
+                keys.push(PublicKey::from_openssh(&k[start..]).map_err(|e| {
+                    Error::Config(format!(
+                        "pinned host key {k:?} is not an OpenSSH public key: {e}"
+                    ))
+                })?);
+            }
+        }
+        if keys.is_empty() && fps.is_empty() && cfg.known_hosts.is_none() {
+            return Err(Error::Config(
+                "SFTP needs a pinned host key or a known_hosts file".into(),
+            ));
+        }
+        let creds = match &cfg.auth {
+            SftpAuth::Password(s) => Credentials::Password(s.resolve()?),
+            SftpAuth::Key { path, passphrase } => {
+                let pass = passphrase.as_ref().map(|p| p.resolve()).transpose()?;
+                let key = russh::keys::load_secret_key(path, pass.as_ref().map(|p| p.expose()))
+                    .map_err(|e| Error::Config(format!("key file {}: {e}", path.display())))?;
+                Credentials::Key(Arc::new(key))
+            }
+        };
+        let ssh_config = Arc::new(client::Config {
+            inactivity_timeout: None,
+            // A larger window keeps more data in flight on fast links.
+            window_size: 8 * 1024 * 1024,
+            nodelay: true,
+            ..Default::default()
+        });
+        let pool = Pool::new(cfg.common.max_connections, cfg.common.connect_timeout);
+        Ok(Self {
+            cfg,
+            creds,
+            pinned_keys: Arc::new(keys),
+            pinned_fps: Arc::new(fps),
+            ssh_config,
+            pool,
+        })
+    }
+
+    fn abs(&self, p: &RemotePath) -> String {
+        p.under(&self.cfg.root)
+    }
+
+    async fn connect(&self) -> Result<SftpConn> {
+        let refusal = Refusal::default();
+        let checker = Checker {
+            pinned_keys: self.pinned_keys.clone(),
+            pinned_fps: self.pinned_fps.clone(),
+            known_hosts: self.cfg.known_hosts.clone(),
+            host: self.cfg.host.clone(),
+            port: self.cfg.port,
+            refusal: refusal.clone(),
+        };
+        let addr = (self.cfg.host.as_str(), self.cfg.port);
+        let mut ssh = match client::connect(self.ssh_config.clone(), addr, checker).await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some((fingerprint, reason)) =
+                    refusal.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    return Err(Error::HostKey {
+                        host: format!("{}:{}", self.cfg.host, self.cfg.port),
+                        fingerprint,
+                        reason,
+                    });
+                }
+                return Err(map_ssh(e));
+            }
+        };
+        let auth = match &self.creds {
+            Credentials::Password(p) => ssh
+                .authenticate_password(self.cfg.user.clone(), p.expose())
+                .await
+                .map_err(map_ssh)?,
+            Credentials::Key(k) => {
+                let hash = ssh
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(map_ssh)?
+                    .flatten();
+                ssh.authenticate_publickey(
+                    self.cfg.user.clone(),
+                    PrivateKeyWithHashAlg::new(k.clone(), hash),
+                )
+                .await
+                .map_err(map_ssh)?
+            }
+        };
+        if !auth.success() {
+            return Err(Error::Auth {
+                user: self.cfg.user.clone(),
+                detail: "the server refused the credentials".into(),
+            });
+        }
+        let channel = ssh.channel_open_session().await.map_err(map_ssh)?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(map_ssh)?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| map_sftp("SFTP start", e))?;
+        sftp.set_timeout(self.cfg.common.stall_timeout.as_secs().max(1));
+        Ok(SftpConn { sftp, _ssh: ssh })
+    }
+
+    async fn conn(&self) -> Result<Pooled<SftpConn>> {
+        self.pool.get(|| self.connect()).await
+    }
+
+    async fn list_once(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
+        let abs = self.abs(dir);
+        let mut c = self.conn().await?;
+        let r = c
+            .sftp
+            .read_dir(abs.clone())
+            .await
+            .map_err(|e| map_sftp(&abs, e));
+        let items = c.check(r)?;
+        let mut out = Vec::new();
+        for e in items {
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            match dir.join(&name) {
+                Ok(path) => out.push(entry(path, name, &e.metadata())),
+                Err(err) => tracing::warn!(%dir, error = %err, "skipping an unsafe remote name"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stat_once(&self, path: &RemotePath) -> Result<Option<Entry>> {
+        let abs = self.abs(path);
+        let mut c = self.conn().await?;
+        let r = c
+            .sftp
+            .symlink_metadata(abs.clone())
+            .await
+            .map_err(|e| map_sftp(&abs, e));
+        match c.check(r) {
+            Ok(m) => Ok(Some(entry(
+                path.clone(),
+                path.file_name().unwrap_or("").to_owned(),
+                &m,
+            ))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn open_once(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
+        use tokio::io::AsyncSeekExt;
+        let abs = self.abs(path);
+        let mut c = self.conn().await?;
+        let r = c
+            .sftp
+            .open(abs.clone())
+            .await
+            .map_err(|e| map_sftp(&abs, e));
+        let mut file = c.check(r)?;
+        if offset > 0 {
+            let r = file
+                .seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(Error::Io);
+            c.check(r)?;
+        }
+        Ok(Box::new(SftpRead {
+            file: StallReader::new(file, self.cfg.common.stall_timeout),
+            conn: c,
+        }))
+    }
+}
+
+/// A download; the SSH connection returns to the pool when it is dropped, unless it broke.
+struct SftpRead {
+    file: StallReader<SftpFile>,
+    conn: Pooled<SftpConn>,
+}
+
+impl AsyncRead for SftpRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.file).poll_read(cx, buf);
+        if let Poll::Ready(Err(_)) = &r {
+            this.conn.set_broken();
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Endpoint for SftpEndpoint {
+    async fn list(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
+        with_retry(&self.cfg.common.retry, "sftp list", || self.list_once(dir)).await
+    }
+
+    async fn stat(&self, path: &RemotePath) -> Result<Option<Entry>> {
+        with_retry(&self.cfg.common.retry, "sftp stat", || self.stat_once(path)).await
+    }
+
+    async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
+        with_retry(&self.cfg.common.retry, "sftp open", || {
+            self.open_once(path, offset)
+        })
+        .await
+    }
+
+    async fn write_atomic(
+        &self,
+        path: &RemotePath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        progress: Option<&dyn Progress>,
+    ) -> Result<u64> {
+        let temp = &self.cfg.common.temp;
+        let tmp = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
+        let dst = self.abs(path);
+        let mut c = self.conn().await?;
+        let r = c
+            .sftp
+            .create(tmp.clone())
+            .await
+            .map_err(|e| map_sftp(&tmp, e));
+        let mut file = c.check(r)?;
+        let result: Result<u64> = async {
+            let sent =
+                copy_bounded(src, &mut file, self.cfg.common.stall_timeout, progress).await?;
+            file.shutdown().await.map_err(Error::Connection)?;
+            let m = c
+                .sftp
+                .metadata(tmp.clone())
+                .await
+                .map_err(|e| map_sftp(&tmp, e))?;
+            let stored = m.size.unwrap_or(0);
+            if stored != sent {
+                return Err(Error::SizeMismatch {
+                    path: tmp.clone(),
+                    sent,
+                    stored,
+                });
+            }
+            // SFTPv3 rename refuses an existing target: remove it first. The final name then
+            // briefly does not exist, but it never shows partial content.
+            if let Err(e) = c.sftp.rename(tmp.clone(), dst.clone()).await {
+                match c.sftp.try_exists(dst.clone()).await {
+                    Ok(true) => {
+                        c.sftp
+                            .remove_file(dst.clone())
+                            .await
+                            .map_err(|e| map_sftp(&dst, e))?;
+                        c.sftp
+                            .rename(tmp.clone(), dst.clone())
+                            .await
+                            .map_err(|e| map_sftp(&dst, e))?;
+                    }
+                    _ => return Err(map_sftp(&dst, e)),
+                }
+            }
+            Ok(sent)
+        }
+        .await;
+        let result = c.check(result);
+        if result.is_err() {
+            drop(c);
+            if let Ok(c) = self.conn().await {
+                let _ = c.sftp.remove_file(tmp.clone()).await;
+            }
+        }
+        result
+    }
+
+    async fn rename(&self, from: &RemotePath, to: &RemotePath) -> Result<()> {
+        let (f, t) = (self.abs(from), self.abs(to));
+        with_retry(&self.cfg.common.retry, "sftp rename", || async {
+            let mut c = self.conn().await?;
+            let r = c
+                .sftp
+                .rename(f.clone(), t.clone())
+                .await
+                .map_err(|e| map_sftp(&f, e));
+            c.check(r)
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &RemotePath) -> Result<()> {
+        let p = self.abs(path);
+        with_retry(&self.cfg.common.retry, "sftp delete", || async {
+            let mut c = self.conn().await?;
+            let r = c
+                .sftp
+                .remove_file(p.clone())
+                .await
+                .map_err(|e| map_sftp(&p, e));
+            c.check(r)
+        })
+        .await
+    }
+
+    async fn mkdir_all(&self, path: &RemotePath) -> Result<()> {
+        with_retry(&self.cfg.common.retry, "sftp mkdir", || async {
+            let mut c = self.conn().await?;
+            let mut cur = RemotePath::root();
+            for part in path.components() {
+                cur = cur.join(part)?;
+                let abs = self.abs(&cur);
+                let r = c
+                    .sftp
+                    .create_dir(abs.clone())
+                    .await
+                    .map_err(|e| map_sftp(&abs, e));
+                if let Err(e) = c.check(r) {
+                    let r = c
+                        .sftp
+                        .metadata(abs.clone())
+                        .await
+                        .map_err(|e| map_sftp(&abs, e));
+                    match c.check(r) {
+                        Ok(m) if m.is_dir() => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
