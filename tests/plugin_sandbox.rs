@@ -473,3 +473,59 @@ fn missing_file_names_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn plugin_built_against_the_frozen_0_1_0_contract_loads_and_decides() {
+    let frozen = load("contract-v0-1-0");
+    assert_eq!(frozen.summary().contract_version, "0.1.0");
+    let v = decide_bytes(&frozen, &context(Limits::default()), "any.bin", b"12345").unwrap();
+    let Verdict::Accept(filing) = v else {
+        panic!("expected accept, got {v:?}")
+    };
+    assert_eq!(filing.description.as_deref(), Some("5 bytes"));
+}
+
+fn document() -> wharf::plugin::DocumentInfo {
+    wharf::plugin::DocumentInfo {
+        node_id: 4711,
+        name: "catalog-2026.pdf".into(),
+        version: 3,
+        size: 5,
+        mime_type: "application/pdf".into(),
+        folder: "Catalogs".into(),
+        sha256: "0".repeat(64),
+        categories: Vec::new(),
+    }
+}
+
+#[test]
+fn outbound_and_acknowledgement_calls_reach_the_plugin() {
+    let frozen = load("contract-v0-1-0");
+    let ctx = context(Limits::default());
+    let content = ReadContent::new(Cursor::new(b"%PDF-".to_vec()), 5);
+    let delivery = frozen
+        .on_export(&ctx, &document(), content)
+        .unwrap()
+        .expect("a delivery");
+    assert_eq!(delivery.folder.to_string(), "out");
+    assert_eq!(delivery.name, "catalog-2026.pdf");
+    let ack = frozen
+        .on_ack(
+            &ctx,
+            &info("ack.txt", 2),
+            ReadContent::new(Cursor::new(b"OK".to_vec()), 2),
+        )
+        .unwrap();
+    assert_eq!(ack, wharf::plugin::AckMatch::NotAnAck);
+}
+
+#[test]
+fn sdk_plugins_refuse_outbound_documents_by_default() {
+    let acme = load("acme-invoices");
+    let content = ReadContent::new(Cursor::new(b"%PDF-".to_vec()), 5);
+    let refusal = acme
+        .on_export(&context(Limits::default()), &document(), content)
+        .unwrap()
+        .expect_err("the SDK default refuses");
+    assert_eq!(refusal.code, "outbound-unsupported");
+}

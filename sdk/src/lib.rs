@@ -18,7 +18,7 @@
 //!         if !file.name.ends_with(".csv") {
 //!             return Verdict::reject("not-csv", "only CSV files are accepted");
 //!         }
-//!         let mut lines = wharf_sdk::read::lines(content);
+//!         let mut lines = wharf_sdk::read::lines(content.reader());
 //!         match lines.next() {
 //!             Some(Ok(header)) if header.starts_with("invoice,") => {}
 //!             _ => return Verdict::reject("bad-header", "the first line must be the invoice header"),

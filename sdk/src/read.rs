@@ -135,3 +135,29 @@ pub fn require_header<R: Read>(
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_is_case_and_space_insensitive() {
+        let mut rows = csv(" ID , Amount\n1,2\n".as_bytes());
+        assert!(require_header(&mut rows, &["id", "amount"]).is_ok());
+    }
+
+    #[test]
+    fn ragged_row_is_an_error() {
+        let mut rows = csv("a,b\n1,2\n3\n".as_bytes());
+        let results: Vec<_> = rows.records().collect();
+        assert!(results[0].is_ok());
+        assert!(results[1].is_err());
+    }
+
+    #[test]
+    fn semicolon_files_are_read_with_their_delimiter() {
+        let mut rows = csv_with_delimiter("a;b\n1;2\n".as_bytes(), b';');
+        assert!(require_header(&mut rows, &["a", "b"]).is_ok());
+        assert_eq!(rows.records().next().unwrap().unwrap().get(1), Some("2"));
+    }
+}

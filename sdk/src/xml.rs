@@ -106,3 +106,46 @@ pub fn require_root<R: Read>(reader: R, expected: &str) -> Result<XmlSummary, Re
         .detail("found", &summary.root))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_closing_root_is_well_formed() {
+        assert_eq!(check("<ack/>".as_bytes()).unwrap().root, "ack");
+    }
+
+    #[test]
+    fn two_roots_are_refused() {
+        assert_eq!(
+            check("<a/><b/>".as_bytes()).unwrap_err().code,
+            "malformed-xml"
+        );
+    }
+
+    #[test]
+    fn unclosed_root_is_refused() {
+        assert!(check("<a><b/>".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn empty_document_has_no_root() {
+        assert!(check("".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn namespaced_root_is_matched_by_local_name() {
+        let doc = r#"<q:certificate xmlns:q="urn:x"><q:lot>1</q:lot></q:certificate>"#;
+        assert_eq!(
+            require_root(doc.as_bytes(), "certificate")
+                .unwrap()
+                .elements,
+            2
+        );
+        assert_eq!(
+            require_root(doc.as_bytes(), "invoice").unwrap_err().code,
+            "wrong-document"
+        );
+    }
+}
