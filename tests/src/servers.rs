@@ -192,12 +192,17 @@ impl Proc {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Kills the server and every session process it forked (its process group).
+    /// Kills the server and every session process it forked. Session processes may start
+    /// their own sessions (setsid), so they are found by walking /proc from the server's pid.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) with a negative id signals the process group we created.
+            let pids = descendants(child.id());
+            // SAFETY: kill(2) on the process group we created and on processes forked from it.
             unsafe {
                 libc::kill(-(child.id() as i32), libc::SIGKILL);
+                for pid in pids {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -209,6 +214,34 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Every process below `root` in the process tree (from /proc/<pid>/stat).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            // The command name may contain spaces: the fields after the last ')' are fixed.
+            if let Ok(stat) = fs::read_to_string(e.path().join("stat"))
+                && let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..])
+                && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Polls until `port` accepts a connection that greets with `banner`.
@@ -388,7 +421,7 @@ impl Vsftpd {
              seccomp_sandbox=NO\npasv_enable=YES\npasv_address=127.0.0.1\n\
              pasv_min_port={pasv}\npasv_max_port={pasv_max}\nmax_per_ip={max}\nmax_clients=500\n\
              use_localtime=NO\nlog_ftp_protocol=YES\nxferlog_enable=YES\nvsftpd_log_file={log}\n\
-             userlist_enable=NO\nidle_session_timeout=120\ndata_connection_timeout=60\n",
+             userlist_enable=NO\nforce_dot_files=YES\nidle_session_timeout=120\ndata_connection_timeout=60\n",
             root = root.display(),
             pasv_max = pasv + 99,
             max = opts.max_per_ip,

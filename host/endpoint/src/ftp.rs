@@ -16,7 +16,7 @@ use suppaftp::tokio::{
     AsyncRustlsConnector, AsyncRustlsFtpStream, AsyncRustlsStream, ImplAsyncFtpStream,
 };
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode};
+use suppaftp::{FtpError, Mode, Status};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::config::{CommonConfig, Secret, SecretSource};
@@ -164,6 +164,12 @@ impl FtpEndpoint {
         &self.cfg
     }
 
+    /// How many connects the server refused as busy so far (a sign `max_connections`
+    /// exceeds the partner's per-IP cap).
+    pub fn busy_refusals(&self) -> u64 {
+        self.pool.busy_refusals()
+    }
+
     fn abs(&self, p: &RemotePath) -> String {
         p.under(&self.cfg.root)
     }
@@ -225,6 +231,16 @@ impl FtpEndpoint {
         ftp.login(self.cfg.user.as_str(), self.password.expose())
             .await
             .map_err(map_ftp)?;
+        if self.cfg.security == FtpSecurity::Implicit {
+            // suppaftp negotiates data protection only for explicit FTPS: ask for private
+            // (TLS) data connections ourselves.
+            ftp.custom_command("PBSZ 0", &[Status::CommandOk])
+                .await
+                .map_err(map_ftp)?;
+            ftp.custom_command("PROT P", &[Status::CommandOk])
+                .await
+                .map_err(map_ftp)?;
+        }
         ftp.transfer_type(FileType::Binary).await.map_err(map_ftp)?;
         // FEAT is optional (RFC 2389); a server without it supports none of the extensions.
         let feat = ftp.feat().await.unwrap_or_default();

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ pub struct Pool<C> {
     max: usize,
     connect_timeout: Duration,
     busy_backoff: RetryPolicy,
+    busy: AtomicU64,
 }
 
 impl<C: Send + 'static> Pool<C> {
@@ -47,6 +49,7 @@ impl<C: Send + 'static> Pool<C> {
                 initial_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(1),
             },
+            busy: AtomicU64::new(0),
         }
     }
 
@@ -85,7 +88,11 @@ impl<C: Send + 'static> Pool<C> {
             };
             match result {
                 Ok(conn) => return Ok(self.wrap(conn, permit)),
-                Err(Error::Busy(msg)) if started.elapsed() < self.connect_timeout * 4 => {
+                Err(Error::Busy(msg)) => {
+                    self.busy.fetch_add(1, Ordering::Relaxed);
+                    if started.elapsed() >= self.connect_timeout * 4 {
+                        return Err(Error::Busy(msg));
+                    }
                     let delay = self.busy_backoff.backoff(attempt);
                     tracing::debug!(%msg, ?delay, "server busy, backing off");
                     tokio::time::sleep(delay).await;
@@ -113,6 +120,11 @@ impl<C: Send + 'static> Pool<C> {
             _permit: permit,
             broken: false,
         }
+    }
+
+    /// How many connects the server refused as busy (FTP 421) so far.
+    pub fn busy_refusals(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Closes all idle connections (they are dropped).

@@ -269,6 +269,12 @@ impl SftpEndpoint {
         })
     }
 
+    /// How many connects the server refused as busy so far (a sign `max_connections`
+    /// exceeds the partner's per-IP cap).
+    pub fn busy_refusals(&self) -> u64 {
+        self.pool.busy_refusals()
+    }
+
     fn abs(&self, p: &RemotePath) -> String {
         p.under(&self.cfg.root)
     }
