@@ -561,7 +561,9 @@ fn keygen(path: &Path, kind: &str, passphrase: &str) -> Result<String> {
     run(Command::new("ssh-keygen")
         .args(["-q", "-t", kind, "-N", passphrase, "-C", "wharf-test", "-f"])
         .arg(path))?;
-    Ok(fs::read_to_string(path.with_extension("pub"))?
+    let public = PathBuf::from(format!("{}.pub", path.display()));
+    Ok(fs::read_to_string(&public)
+        .with_context(|| format!("reading {}", public.display()))?
         .trim()
         .to_owned())
 }

@@ -1,0 +1,294 @@
+//! SFTP endpoint against a real OpenSSH sshd on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncReadExt;
+use wharf_endpoint::sftp::{SftpAuth, SftpConfig, SftpEndpoint};
+use wharf_endpoint::{Endpoint, Error, RemotePath, SecretSource};
+use wharf_tests::servers::Sshd;
+
+fn server() -> Sshd {
+    Sshd::start().expect("sshd starts")
+}
+
+fn key_config(s: &Sshd) -> SftpConfig {
+    let mut c = SftpConfig::new(
+        "127.0.0.1",
+        s.port,
+        s.user.name.clone(),
+        SftpAuth::Key {
+            path: s.client_key.clone(),
+            passphrase: None,
+        },
+    );
+    c.host_keys = vec![s.host_key.clone()];
+    c.root = s.root.display().to_string();
+    c.common = quick_common();
+    c
+}
+
+/// The SHA-256 fingerprint ssh-keygen prints for a public key line.
+fn fingerprint(line: &str) -> String {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), line).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_conformance_with_an_ed25519_key_and_a_pinned_host_key() {
+    let s = server();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    conformance(&ep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_atomic_upload() {
+    let s = server();
+    let ep: Arc<dyn Endpoint> = Arc::new(SftpEndpoint::new(key_config(&s)).unwrap());
+    atomic_upload_is_never_seen_partial(ep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_encrypted_rsa_key_logins() {
+    let s = server();
+    // Password from an environment variable.
+    let var = format!("WHARF_TEST_SFTP_PW_{}", std::process::id());
+    // SAFETY: this test binary sets each variable once, before any thread reads it.
+    unsafe { std::env::set_var(&var, &s.user.password) };
+    let mut c = key_config(&s);
+    c.auth = SftpAuth::Password(SecretSource::Env(var));
+    SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap();
+
+    // RSA key whose passphrase comes from a file.
+    let pf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pf.path(), format!("{}\n", s.rsa_passphrase)).unwrap();
+    let mut c = key_config(&s);
+    c.auth = SftpAuth::Key {
+        path: s.client_rsa_key.clone(),
+        passphrase: Some(SecretSource::File(pf.path().into())),
+    };
+    SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap();
+
+    // A wrong passphrase is a configuration error found at start-up.
+    std::fs::write(pf.path(), "wrong").unwrap();
+    let mut c = key_config(&s);
+    c.auth = SftpAuth::Key {
+        path: s.client_rsa_key.clone(),
+        passphrase: Some(SecretSource::File(pf.path().into())),
+    };
+    assert!(matches!(SftpEndpoint::new(c), Err(Error::Config(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_refused_without_retries() {
+    let s = server();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), "not-the-password").unwrap();
+    let mut c = key_config(&s);
+    c.auth = SftpAuth::Password(SecretSource::File(f.path().into()));
+    c.common.retry.initial_backoff = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let err = SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("not-the-password"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_host_key_is_refused_with_the_offered_fingerprint() {
+    let s = server();
+    let mut c = key_config(&s);
+    c.host_keys = vec![s.other_host_key.clone()];
+    let err = SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap_err();
+    let Error::HostKey {
+        fingerprint: fp, ..
+    } = &err
+    else {
+        panic!("not a host key refusal: {err}");
+    };
+    assert_eq!(*fp, fingerprint(&s.host_key));
+    assert!(err.to_string().contains(&fingerprint(&s.host_key)), "{err}");
+    assert!(!err.is_transient());
+
+    // Pinning by fingerprint works.
+    let mut c = key_config(&s);
+    c.host_keys = vec![fingerprint(&s.host_key)];
+    SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap();
+
+    // Nothing pinned and no known_hosts: refused before connecting.
+    let mut c = key_config(&s);
+    c.host_keys.clear();
+    assert!(matches!(SftpEndpoint::new(c), Err(Error::Config(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_hosts_file_is_honoured() {
+    let s = server();
+    let mut c = key_config(&s);
+    c.host_keys.clear();
+    c.known_hosts = Some(s.known_hosts().unwrap());
+    SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap();
+
+    // A known_hosts entry with another key for this host: a changed key, refused.
+    let kh = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        kh.path(),
+        format!("[127.0.0.1]:{} {}\n", s.port, s.other_host_key),
+    )
+    .unwrap();
+    let mut c = key_config(&s);
+    c.host_keys.clear();
+    c.known_hosts = Some(kh.path().into());
+    let err = SftpEndpoint::new(c)
+        .unwrap()
+        .list(&RemotePath::root())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::HostKey { .. }), "{err}");
+    assert!(err.to_string().contains("differs"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_work_within_the_connection_cap() {
+    let s = server();
+    let mut c = key_config(&s);
+    c.common.max_connections = 3;
+    let ep = Arc::new(SftpEndpoint::new(c).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..24u64 {
+        let ep = ep.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(40_000 + i as usize, i);
+            let path = p(&format!("f{i}.bin"));
+            ep.write_atomic(&path, &mut &data[..], None).await.unwrap();
+            let mut v = Vec::new();
+            ep.open_read(&path, 0)
+                .await
+                .unwrap()
+                .read_to_end(&mut v)
+                .await
+                .unwrap();
+            assert_eq!(v, data);
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("parallel work completes");
+    assert_eq!(ep.list(&RemotePath::root()).await.unwrap().len(), 24);
+    let sessions = s.log().matches("Accepted publickey").count();
+    assert!(
+        (1..=3).contains(&sessions),
+        "{sessions} SSH logins for a pool of 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_transfer_then_resumed_after_restart() {
+    let mut s = server();
+    let data = pattern(48 * 1024 * 1024, 3);
+    s.seed("big.bin", &data).unwrap();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    let mut r = ep.open_read(&p("big.bin"), 0).await.unwrap();
+    let mut got = vec![0u8; 1024 * 1024];
+    r.read_exact(&mut got).await.unwrap();
+    s.kill();
+    let mut rest = Vec::new();
+    let err = tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut rest))
+        .await
+        .expect("no hang")
+        .expect_err("a killed server is an error, not an end of file");
+    got.extend_from_slice(&rest);
+    eprintln!("after kill: {err} with {} bytes", got.len());
+    drop(r);
+    s.restart().unwrap();
+    let mut r = ep.open_read(&p("big.bin"), got.len() as u64).await.unwrap();
+    r.read_to_end(&mut got).await.unwrap();
+    assert!(got == data, "resumed download matches");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_remote_names() {
+    let s = server();
+    for name in ["ok.txt", "with space.txt", "-rf", "ünïcødé.csv", "..hidden"] {
+        s.seed(name, name.as_bytes()).unwrap();
+    }
+    s.seed("evil\nname", b"x").unwrap();
+    s.seed("back\\slash", b"x").unwrap();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    let mut names: Vec<String> = ep
+        .list(&RemotePath::root())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    // SFTP carries names as length-prefixed strings: the unsafe ones are recognised and skipped.
+    assert_eq!(
+        names,
+        vec!["-rf", "..hidden", "ok.txt", "with space.txt", "ünïcødé.csv"]
+    );
+    for good in &names {
+        let mut v = Vec::new();
+        ep.open_read(&p(good), 0)
+            .await
+            .unwrap()
+            .read_to_end(&mut v)
+            .await
+            .unwrap();
+        assert_eq!(v, good.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_file_both_ways_in_bounded_memory() {
+    if std::env::var("WHARF_BIG_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set WHARF_BIG_TESTS=1 for the 1 GiB round trip");
+        return;
+    }
+    let s = server();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    big_round_trip(&ep, 1 << 30, 64 << 20).await;
+}
