@@ -529,3 +529,26 @@ fn sdk_plugins_refuse_outbound_documents_by_default() {
         .expect_err("the SDK default refuses");
     assert_eq!(refusal.code, "outbound-unsupported");
 }
+
+#[test]
+fn calls_beyond_the_slot_count_wait_instead_of_failing() {
+    let one_slot = PluginHost::new(HostConfig {
+        max_concurrent_calls: 1,
+        cache_dir: Some(compile_cache_dir()),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let trivial = one_slot.load(&component("trivial")).unwrap();
+    let ctx = context(Limits::default());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (trivial, ctx) = (&trivial, &ctx);
+            s.spawn(move || {
+                for i in 0..10 {
+                    let v = decide_bytes(trivial, ctx, &format!("{t}-{i}.csv"), b"x").unwrap();
+                    assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+                }
+            });
+        }
+    });
+}

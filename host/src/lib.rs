@@ -3,9 +3,11 @@
 //! guarantees; each partner's rules are a sandboxed WebAssembly plugin.
 //!
 //! This crate is the runtime. Its modules follow the architecture:
-//! [`plugin`] (the sandboxed plugin host) and [`cli`] (the `wharf` command).
+//! [`plugin`] (the sandboxed plugin host), [`ledger`] (durable claims that make
+//! transfers exactly-once) and [`cli`] (the `wharf` command).
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod ledger;
 pub mod plugin;

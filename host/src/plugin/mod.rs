@@ -59,7 +59,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct HostConfig {
     /// Where compiled components are cached; `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
-    /// How many plugin calls may run at the same time (pool slots).
+    /// How many plugin calls may run at the same time (pool slots); more
+    /// calls wait for a free slot.
     pub max_concurrent_calls: u32,
     /// The largest memory cap any partner may configure, in bytes.
     pub max_memory_bytes: u64,
@@ -140,6 +141,41 @@ impl Drop for EpochTicker {
     }
 }
 
+/// Bounds concurrent calls to the pool's instance slots: a call beyond the
+/// bound waits for a slot instead of failing.
+struct CallSlots {
+    free: std::sync::Mutex<u32>,
+    freed: std::sync::Condvar,
+}
+
+impl CallSlots {
+    fn new(slots: u32) -> Arc<Self> {
+        Arc::new(CallSlots {
+            free: std::sync::Mutex::new(slots),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>) -> SlotGuard {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self.clone())
+    }
+}
+
+/// One held call slot, released on drop.
+struct SlotGuard(Arc<CallSlots>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// The shared engine, linker and compile cache. Cheap to share behind an
 /// `Arc`; every method takes `&self`.
 pub struct PluginHost {
@@ -147,6 +183,7 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     config: HostConfig,
+    slots: Arc<CallSlots>,
     _ticker: EpochTicker,
 }
 
@@ -181,6 +218,7 @@ struct PluginInner {
     summary: ComponentSummary,
     cache: CacheOutcome,
     fuel_metered: bool,
+    slots: Arc<CallSlots>,
 }
 
 impl PluginHost {
@@ -222,6 +260,7 @@ impl PluginHost {
             engine,
             linker,
             cache,
+            slots: CallSlots::new(slots),
             config,
         })
     }
@@ -285,6 +324,7 @@ impl PluginHost {
                 summary,
                 cache,
                 fuel_metered: self.config.fuel,
+                slots: self.slots.clone(),
             }),
         };
         // Ask the plugin who it is: this also proves it instantiates and
@@ -337,6 +377,8 @@ impl std::fmt::Debug for Plugin {
 struct Call {
     store: Store<HostState>,
     partner: Partner,
+    // Declared last: the slot is released after the store is gone.
+    _slot: SlotGuard,
 }
 
 impl Plugin {
@@ -374,6 +416,7 @@ impl Plugin {
     }
 
     fn start(&self, context: &Arc<PartnerContext>, subject: &str) -> Result<Call, PluginError> {
+        let slot = self.inner.slots.acquire();
         let state = HostState::new(context.clone(), self.inner.label.clone());
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -392,7 +435,11 @@ impl Plugin {
                 .map_err(|e| self.fail(subject, FailureKind::Instantiate(e.to_string())))?;
         }
         match self.inner.pre.instantiate(&mut store) {
-            Ok(partner) => Ok(Call { store, partner }),
+            Ok(partner) => Ok(Call {
+                store,
+                partner,
+                _slot: slot,
+            }),
             Err(e) => Err(self.classify(e, &mut store, subject, context)),
         }
     }

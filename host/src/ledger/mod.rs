@@ -1,0 +1,540 @@
+//! The durable ledger: the record that makes every transfer happen exactly
+//! once.
+//!
+//! Before a file is transferred it is *claimed* under its identity
+//! (partner, path, size, mtime). The claim then advances through
+//! `claimed → transferred → filed → done`, or is diverted to
+//! `quarantined → done`. Each step is committed to SQLite (WAL, full sync)
+//! before the next begins, so after a crash — even `kill -9` — start-up
+//! finds every unfinished claim with the last step it completed and resumes
+//! from there: a file that reached `filed` is never filed again, and no
+//! claimed file is forgotten.
+//!
+//! The same file name arriving again with another size or mtime is another
+//! file and gets a claim of its own; the same identity is claimed once.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Errors of the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed.
+    #[error("ledger database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A step was asked out of order (a bug or a concurrent worker).
+    #[error("claim {id} is {actual}, cannot move from {expected} to {to}")]
+    Transition {
+        /// The claim.
+        id: i64,
+        /// The state the caller expected.
+        expected: State,
+        /// The state it is in.
+        actual: State,
+        /// The state asked for.
+        to: State,
+    },
+    /// No such claim.
+    #[error("claim {0} does not exist")]
+    Missing(i64),
+}
+
+/// Where a claim stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Claimed; the transfer has not completed.
+    Claimed,
+    /// Bytes received and checksummed; not yet in the repository.
+    Transferred,
+    /// Stored in the repository; remote post-processing pending.
+    Filed,
+    /// Decided to be an exception; capture and remote move pending.
+    Quarantined,
+    /// Finished: nothing more will happen to this file.
+    Done,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Claimed => "claimed",
+            State::Transferred => "transferred",
+            State::Filed => "filed",
+            State::Quarantined => "quarantined",
+            State::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "claimed" => State::Claimed,
+            "transferred" => State::Transferred,
+            "filed" => State::Filed,
+            "quarantined" => State::Quarantined,
+            _ => State::Done,
+        }
+    }
+
+    /// Whether `self → to` is a step the pipeline may take.
+    pub fn may_become(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (Claimed, Transferred)
+                | (Transferred, Filed)
+                | (Filed, Done)
+                | (Claimed | Transferred, Quarantined)
+                | (Quarantined, Done)
+        )
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identity of a remote file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct FileKey {
+    /// Partner id.
+    pub partner: String,
+    /// Path relative to the partner root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds since the Unix epoch) as listed.
+    pub mtime: i64,
+}
+
+/// A claim as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claim {
+    /// Claim id.
+    pub id: i64,
+    /// The file.
+    pub key: FileKey,
+    /// Where it stands.
+    pub state: State,
+    /// How many times processing was attempted.
+    pub attempts: u32,
+    /// SHA-256 of the content, once transferred.
+    pub sha256: Option<String>,
+    /// Repository node id, once filed.
+    pub node_id: Option<u64>,
+    /// Digest of the plugin that decided it.
+    pub plugin: Option<String>,
+    /// Why it was quarantined.
+    pub reason: Option<String>,
+    /// Final outcome once done: `filed` or `quarantined`.
+    pub outcome: Option<String>,
+}
+
+/// What [`Ledger::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// A new claim: process the file.
+    New(Claim),
+    /// The file was claimed before and is unfinished: resume it.
+    Resume(Claim),
+    /// The file was finished before: leave it alone.
+    Finished(Claim),
+}
+
+/// The ledger: one SQLite database. Methods block; call them from a
+/// blocking thread in async code.
+pub struct Ledger {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS claims (
+    id          INTEGER PRIMARY KEY,
+    partner     TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime       INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    sha256      TEXT,
+    node_id     INTEGER,
+    plugin      TEXT,
+    reason      TEXT,
+    outcome     TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (partner, path, size, mtime)
+);
+CREATE INDEX IF NOT EXISTS claims_open ON claims (partner, state) WHERE state <> 'done';
+";
+
+impl Ledger {
+    /// Open (or create) the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A ledger in memory (for tests and one-shot checks).
+    pub fn in_memory() -> Result<Self, LedgerError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, LedgerError> {
+        // WAL for concurrent readers; FULL sync so a committed step survives
+        // power loss, not just a process crash.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Ledger {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim `key` before transferring it. Counts an attempt unless the file
+    /// is already finished.
+    pub fn claim(&self, key: &FileKey) -> Result<ClaimOutcome, LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing = find(&tx, key)?;
+        let outcome = match existing {
+            Some(claim) if claim.state == State::Done => ClaimOutcome::Finished(claim),
+            Some(claim) => {
+                tx.execute(
+                    "UPDATE claims SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+                    params![claim.id, now()],
+                )?;
+                ClaimOutcome::Resume(Claim {
+                    attempts: claim.attempts + 1,
+                    ..claim
+                })
+            }
+            None => {
+                let t = now();
+                tx.execute(
+                    "INSERT INTO claims (partner, path, size, mtime, state, attempts, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 'claimed', 1, ?5, ?5)",
+                    params![key.partner, key.path, key.size as i64, key.mtime, t],
+                )?;
+                let id = tx.last_insert_rowid();
+                ClaimOutcome::New(get(&tx, id)?)
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn advance(
+        &self,
+        id: i64,
+        expected: State,
+        to: State,
+        set: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<Claim, LedgerError> {
+        if !expected.may_become(to) {
+            return Err(LedgerError::Transition {
+                id,
+                expected,
+                actual: expected,
+                to,
+            });
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let sql = format!(
+            "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4"
+        );
+        let t = now();
+        let (to_s, from_s) = (to.as_str(), expected.as_str());
+        let mut all: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &t, &id, &from_s];
+        all.extend_from_slice(values);
+        let changed = tx.execute(&sql, all.as_slice())?;
+        if changed == 0 {
+            let actual = get(&tx, id)?.state;
+            return Err(LedgerError::Transition {
+                id,
+                expected,
+                actual,
+                to,
+            });
+        }
+        let claim = get(&tx, id)?;
+        tx.commit()?;
+        Ok(claim)
+    }
+
+    /// The bytes arrived intact: record their checksum.
+    pub fn transferred(&self, id: i64, sha256: &str) -> Result<Claim, LedgerError> {
+        self.advance(
+            id,
+            State::Claimed,
+            State::Transferred,
+            ", sha256 = ?5",
+            &[&sha256],
+        )
+    }
+
+    /// The repository holds the file as node `node_id`, decided by `plugin`.
+    pub fn filed(&self, id: i64, node_id: u64, plugin: &str) -> Result<Claim, LedgerError> {
+        self.advance(
+            id,
+            State::Transferred,
+            State::Filed,
+            ", node_id = ?5, plugin = ?6",
+            &[&(node_id as i64), &plugin],
+        )
+    }
+
+    /// The file is an exception for `reason`; `from` is its current state.
+    pub fn quarantined(&self, id: i64, from: State, reason: &str) -> Result<Claim, LedgerError> {
+        self.advance(id, from, State::Quarantined, ", reason = ?5", &[&reason])
+    }
+
+    /// Everything is finished (remote post-processing included); `from` is
+    /// `Filed` or `Quarantined`.
+    pub fn done(&self, id: i64, from: State) -> Result<Claim, LedgerError> {
+        let outcome = if from == State::Filed {
+            "filed"
+        } else {
+            "quarantined"
+        };
+        self.advance(id, from, State::Done, ", outcome = ?5", &[&outcome])
+    }
+
+    /// Every unfinished claim of `partner` (all partners when `None`), oldest
+    /// first: what start-up must resume.
+    pub fn unfinished(&self, partner: Option<&str>) -> Result<Vec<Claim>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome
+             FROM claims WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![partner], row_to_claim)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The claim with this id.
+    pub fn get(&self, id: i64) -> Result<Claim, LedgerError> {
+        get(&self.conn(), id)
+    }
+
+    /// The claim of this file, if any.
+    pub fn find(&self, key: &FileKey) -> Result<Option<Claim>, LedgerError> {
+        find(&self.conn(), key)
+    }
+
+    /// Count claims by state.
+    pub fn counts(&self) -> Result<Vec<(State, u64)>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT state, COUNT(*) FROM claims GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                State::parse(&r.get::<_, String>(0)?),
+                r.get::<_, i64>(1)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
+    Ok(Claim {
+        id: r.get(0)?,
+        key: FileKey {
+            partner: r.get(1)?,
+            path: r.get(2)?,
+            size: r.get::<_, i64>(3)? as u64,
+            mtime: r.get(4)?,
+        },
+        state: State::parse(&r.get::<_, String>(5)?),
+        attempts: r.get::<_, i64>(6)? as u32,
+        sha256: r.get(7)?,
+        node_id: r.get::<_, Option<i64>>(8)?.map(|n| n as u64),
+        plugin: r.get(9)?,
+        reason: r.get(10)?,
+        outcome: r.get(11)?,
+    })
+}
+
+const SELECT: &str = "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome FROM claims";
+
+fn get(conn: &Connection, id: i64) -> Result<Claim, LedgerError> {
+    conn.query_row(
+        &format!("{SELECT} WHERE id = ?1"),
+        params![id],
+        row_to_claim,
+    )
+    .optional()?
+    .ok_or(LedgerError::Missing(id))
+}
+
+fn find(conn: &Connection, key: &FileKey) -> Result<Option<Claim>, LedgerError> {
+    Ok(conn
+        .query_row(
+            &format!("{SELECT} WHERE partner = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4"),
+            params![key.partner, key.path, key.size as i64, key.mtime],
+            row_to_claim,
+        )
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str) -> FileKey {
+        FileKey {
+            partner: "acme".into(),
+            path: path.into(),
+            size: 100,
+            mtime: 1_764_000_000,
+        }
+    }
+
+    fn new_claim(ledger: &Ledger, path: &str) -> Claim {
+        match ledger.claim(&key(path)).unwrap() {
+            ClaimOutcome::New(c) => c,
+            other => panic!("expected a new claim, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_walks_to_done_and_is_never_claimed_again() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/a.csv");
+        ledger.transferred(c.id, "ab").unwrap();
+        ledger.filed(c.id, 42, "sha256:plugin").unwrap();
+        let done = ledger.done(c.id, State::Filed).unwrap();
+        assert_eq!(done.outcome.as_deref(), Some("filed"));
+        assert!(matches!(
+            ledger.claim(&key("in/a.csv")).unwrap(),
+            ClaimOutcome::Finished(_)
+        ));
+        assert!(ledger.unfinished(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unfinished_claim_is_resumed_with_its_last_step() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/a.csv");
+        ledger.transferred(c.id, "ab").unwrap();
+        ledger.filed(c.id, 42, "p").unwrap();
+        match ledger.claim(&key("in/a.csv")).unwrap() {
+            ClaimOutcome::Resume(r) => {
+                assert_eq!(r.state, State::Filed);
+                assert_eq!(r.node_id, Some(42));
+                assert_eq!(r.attempts, 2);
+            }
+            other => panic!("expected resume, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_changed_file_is_another_claim() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/a.csv");
+        let mut changed = key("in/a.csv");
+        changed.size += 1;
+        assert!(matches!(ledger.claim(&changed).unwrap(), ClaimOutcome::New(n) if n.id != c.id));
+    }
+
+    #[test]
+    fn steps_out_of_order_are_refused() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/a.csv");
+        assert!(matches!(
+            ledger.filed(c.id, 1, "p"),
+            Err(LedgerError::Transition { .. })
+        ));
+        ledger.transferred(c.id, "ab").unwrap();
+        // A second worker repeating the step loses.
+        assert!(matches!(
+            ledger.transferred(c.id, "ab"),
+            Err(LedgerError::Transition {
+                actual: State::Transferred,
+                ..
+            })
+        ));
+        assert!(matches!(
+            ledger.done(c.id, State::Claimed),
+            Err(LedgerError::Transition { .. })
+        ));
+    }
+
+    #[test]
+    fn quarantine_ends_done_with_its_reason() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/bad.csv");
+        ledger.transferred(c.id, "ab").unwrap();
+        ledger
+            .quarantined(c.id, State::Transferred, "bad-header")
+            .unwrap();
+        let done = ledger.done(c.id, State::Quarantined).unwrap();
+        assert_eq!(done.reason.as_deref(), Some("bad-header"));
+        assert_eq!(done.outcome.as_deref(), Some("quarantined"));
+    }
+
+    #[test]
+    fn claims_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let id = {
+            let ledger = Ledger::open(&path).unwrap();
+            let c = new_claim(&ledger, "in/a.csv");
+            ledger.transferred(c.id, "ab").unwrap();
+            c.id
+        };
+        let ledger = Ledger::open(&path).unwrap();
+        let open = ledger.unfinished(Some("acme")).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].id, open[0].state), (id, State::Transferred));
+        assert_eq!(open[0].sha256.as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn concurrent_claimers_of_one_file_get_one_new_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        Ledger::open(&path).unwrap();
+        let news = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    s.spawn(move || {
+                        let ledger = Ledger::open(&path).unwrap();
+                        matches!(
+                            ledger.claim(&key("in/a.csv")).unwrap(),
+                            ClaimOutcome::New(_)
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|new| *new)
+                .count()
+        });
+        assert_eq!(news, 1);
+    }
+}
