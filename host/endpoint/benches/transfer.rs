@@ -1,1 +1,371 @@
-fn main() {}
+//! Download benchmark: 1,000 × 10 KiB files and one large file from a real vsftpd and a real
+//! sshd on 127.0.0.1 into a local folder, with wharf's endpoints and, in the same run and
+//! from the same servers, `rclone copy` (and `curl` for the large file).
+//!
+//! Run: `cargo bench -p wharf-endpoint --bench transfer` (as root: it installs and starts the
+//! servers). `WHARF_BENCH_LARGE_MIB` sets the large file's size (default 1024).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use wharf_endpoint::ftp::{FtpConfig, FtpEndpoint, FtpSecurity};
+use wharf_endpoint::local::LocalEndpoint;
+use wharf_endpoint::sftp::{SftpAuth, SftpConfig, SftpEndpoint};
+use wharf_endpoint::{CommonConfig, Endpoint, EntryKind, RemotePath, SecretSource, TempNaming};
+use wharf_tests::servers::{FtpTls, Sshd, Vsftpd, VsftpdOptions, peak_rss_bytes, reset_peak_rss};
+
+const SMALL_FILES: usize = 1000;
+const SMALL_SIZE: usize = 10 * 1024;
+/// Parallel transfers, for wharf and rclone alike.
+const TRANSFERS: usize = 4;
+
+struct Row {
+    server: &'static str,
+    tool: &'static str,
+    what: &'static str,
+    secs: f64,
+    files: usize,
+    bytes: u64,
+    rss: u64,
+}
+
+impl Row {
+    fn files_per_s(&self) -> f64 {
+        self.files as f64 / self.secs
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+}
+
+fn seed(root: &Path, owner: &str, large: u64) {
+    let small = root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..SMALL_FILES {
+        let data: Vec<u8> = (0..SMALL_SIZE)
+            .map(|j| ((i * 31 + j * 7) % 251) as u8)
+            .collect();
+        std::fs::write(small.join(format!("f{i:04}.dat")), data).unwrap();
+    }
+    let big = root.join("large");
+    std::fs::create_dir_all(&big).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(big.join("big.bin")).unwrap());
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|j: u32| (j.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    for _ in 0..large / (1 << 20) {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    drop(f);
+    let st = Command::new("chown")
+        .args(["-R", owner])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn fresh_dir(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn dir_bytes(d: &Path) -> (usize, u64) {
+    let mut n = 0;
+    let mut b = 0;
+    for e in std::fs::read_dir(d).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            n += 1;
+            b += e.metadata().unwrap().len();
+        }
+    }
+    (n, b)
+}
+
+async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path) -> (f64, u64) {
+    let local = Arc::new(LocalEndpoint::open(dst, TempNaming::default()).unwrap());
+    reset_peak_rss();
+    let t = Instant::now();
+    let entries = ep.list(&RemotePath::parse("small").unwrap()).await.unwrap();
+    let files: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    assert_eq!(files.len(), SMALL_FILES);
+    futures::stream::iter(files)
+        .map(|e| {
+            let ep = ep.clone();
+            let local = local.clone();
+            async move {
+                let mut r = ep.open_read(&e.path, 0).await.unwrap();
+                let to = RemotePath::parse(&e.name).unwrap();
+                local.write_atomic(&to, &mut r, None).await.unwrap();
+            }
+        })
+        .buffer_unordered(TRANSFERS)
+        .collect::<Vec<()>>()
+        .await;
+    (t.elapsed().as_secs_f64(), peak_rss_bytes())
+}
+
+async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path) -> (f64, u64) {
+    let local = LocalEndpoint::open(dst, TempNaming::default()).unwrap();
+    reset_peak_rss();
+    let t = Instant::now();
+    let mut r = ep
+        .open_read(&RemotePath::parse("large/big.bin").unwrap(), 0)
+        .await
+        .unwrap();
+    local
+        .write_atomic(&RemotePath::parse("big.bin").unwrap(), &mut r, None)
+        .await
+        .unwrap();
+    (t.elapsed().as_secs_f64(), peak_rss_bytes())
+}
+
+/// Runs a peer tool and returns (seconds, the child's peak RSS).
+// The child is reaped with wait4 (which also reports its peak RSS), not Child::wait.
+#[allow(clippy::zombie_processes)]
+fn timed(cmd: &mut Command) -> (f64, u64) {
+    let t = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    (secs, usage.ru_maxrss as u64 * 1024)
+}
+
+fn obscure(pw: &str) -> String {
+    let out = Command::new("rclone")
+        .args(["obscure", pw])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn common() -> CommonConfig {
+    CommonConfig {
+        max_connections: TRANSFERS,
+        stall_timeout: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let large_mib: u64 = std::env::var("WHARF_BENCH_LARGE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let large = large_mib << 20;
+    let ftp = Vsftpd::start(VsftpdOptions {
+        tls: FtpTls::None,
+        max_per_ip: 50,
+    })
+    .expect("vsftpd");
+    let ssh = Sshd::start().expect("sshd");
+    seed(&ftp.root, &ftp.user.name, large);
+    seed(&ssh.root, &ssh.user.name, large);
+    let work = tempfile::tempdir().unwrap();
+    let pwfile = work.path().join("ftp.pw");
+    std::fs::write(&pwfile, &ftp.user.password).unwrap();
+
+    let mut fc = FtpConfig::new(
+        "127.0.0.1",
+        ftp.port,
+        ftp.user.name.clone(),
+        SecretSource::File(pwfile.clone()),
+    );
+    fc.security = FtpSecurity::Plain;
+    fc.common = common();
+    let ftp_ep: Arc<dyn Endpoint> = Arc::new(FtpEndpoint::new(fc).unwrap());
+
+    let mut sc = SftpConfig::new(
+        "127.0.0.1",
+        ssh.port,
+        ssh.user.name.clone(),
+        SftpAuth::Key {
+            path: ssh.client_key.clone(),
+            passphrase: None,
+        },
+    );
+    sc.host_keys = vec![ssh.host_key.clone()];
+    sc.root = ssh.root.display().to_string();
+    sc.common = common();
+    let sftp_ep: Arc<dyn Endpoint> = Arc::new(SftpEndpoint::new(sc).unwrap());
+
+    let known_hosts = ssh.known_hosts().unwrap();
+    let rconf = work.path().join("rclone.conf");
+    std::fs::write(
+        &rconf,
+        format!(
+            "[ftp]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\n\
+             [sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nkey_file = {}\n\
+             known_hosts_file = {}\ndisable_hashcheck = true\nshell_type = none\n",
+            ftp.port,
+            ftp.user.name,
+            obscure(&ftp.user.password),
+            TRANSFERS + 8 + 2,
+            ssh.port,
+            ssh.user.name,
+            ssh.client_key.display(),
+            known_hosts.display(),
+        ),
+    )
+    .unwrap();
+    let rclone = |remote: &str, dst: &Path| {
+        let mut c = Command::new("rclone");
+        c.arg("copy")
+            .arg(remote)
+            .arg(dst)
+            .args(["--config"])
+            .arg(&rconf)
+            .args([
+                "--transfers",
+                &TRANSFERS.to_string(),
+                "--checkers",
+                "8",
+                "-q",
+            ]);
+        c
+    };
+
+    let mut rows = Vec::new();
+    let sftp_root = ssh.root.display().to_string();
+    for (server, ep) in [("ftp", ftp_ep.clone()), ("sftp", sftp_ep.clone())] {
+        // Small files.
+        let d = fresh_dir(work.path(), "w-small");
+        let (secs, rss) = wharf_small(ep.clone(), &d).await;
+        let (files, bytes) = dir_bytes(&d);
+        assert_eq!(files, SMALL_FILES);
+        rows.push(Row {
+            server,
+            tool: "wharf",
+            what: "1000 x 10 KiB",
+            secs,
+            files,
+            bytes,
+            rss,
+        });
+        let d = fresh_dir(work.path(), "r-small");
+        let (secs, rss) = timed(&mut rclone(&format!("{server}:small"), &d));
+        let (files, bytes) = dir_bytes(&d);
+        assert_eq!(files, SMALL_FILES);
+        rows.push(Row {
+            server,
+            tool: "rclone",
+            what: "1000 x 10 KiB",
+            secs,
+            files,
+            bytes,
+            rss,
+        });
+
+        // The large file.
+        let d = fresh_dir(work.path(), "w-large");
+        let (secs, rss) = wharf_large(ep.clone(), &d).await;
+        let (files, bytes) = dir_bytes(&d);
+        assert_eq!(bytes, large);
+        rows.push(Row {
+            server,
+            tool: "wharf",
+            what: "1 large file",
+            secs,
+            files,
+            bytes,
+            rss,
+        });
+        let d = fresh_dir(work.path(), "r-large");
+        let (secs, rss) = timed(&mut rclone(&format!("{server}:large"), &d));
+        let (files, bytes) = dir_bytes(&d);
+        assert_eq!(bytes, large);
+        rows.push(Row {
+            server,
+            tool: "rclone",
+            what: "1 large file",
+            secs,
+            files,
+            bytes,
+            rss,
+        });
+        let d = fresh_dir(work.path(), "c-large");
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail", "-o"]).arg(d.join("big.bin"));
+        if server == "ftp" {
+            curl.arg(format!("ftp://127.0.0.1:{}/large/big.bin", ftp.port))
+                .arg("-u")
+                .arg(format!("{}:{}", ftp.user.name, ftp.user.password));
+        } else {
+            curl.arg(format!(
+                "sftp://127.0.0.1:{}{}/large/big.bin",
+                ssh.port, sftp_root
+            ))
+            .arg("-u")
+            .arg(format!("{}:", ssh.user.name))
+            .arg("--key")
+            .arg(&ssh.client_key)
+            .arg("--knownhosts")
+            .arg(&known_hosts);
+        }
+        let (secs, rss) = timed(&mut curl);
+        let (files, bytes) = dir_bytes(&d);
+        assert_eq!(bytes, large);
+        rows.push(Row {
+            server,
+            tool: "curl",
+            what: "1 large file",
+            secs,
+            files,
+            bytes,
+            rss,
+        });
+    }
+
+    println!(
+        "\n{:<5} {:<14} {:<7} {:>9} {:>10} {:>9} {:>13}",
+        "proto", "workload", "tool", "files/s", "MB/s", "peak RSS", "vs rclone"
+    );
+    for r in &rows {
+        let base = rows
+            .iter()
+            .find(|b| b.server == r.server && b.what == r.what && b.tool == "rclone")
+            .unwrap();
+        let ratio = if r.what.starts_with("1000") {
+            r.files_per_s() / base.files_per_s()
+        } else {
+            r.mb_per_s() / base.mb_per_s()
+        };
+        println!(
+            "{:<5} {:<14} {:<7} {:>9.0} {:>10.1} {:>6.1} MiB {:>12.2}x",
+            r.server,
+            r.what,
+            r.tool,
+            r.files_per_s(),
+            r.mb_per_s(),
+            r.rss as f64 / 1048576.0,
+            ratio
+        );
+    }
+    println!(
+        "\n(wharf peak RSS is this whole process's high-water mark, reset before each run; \
+         {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB)"
+    );
+}

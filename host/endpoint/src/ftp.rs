@@ -141,6 +141,21 @@ fn map_ftp(e: FtpError) -> Error {
     }
 }
 
+/// Waits for a control-connection command at most `stall`: a server that stops answering
+/// fails the operation (and its connection) instead of hanging it.
+async fn within<T>(
+    stall: Duration,
+    fut: impl std::future::Future<Output = suppaftp::FtpResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(stall, fut).await {
+        Ok(r) => r.map_err(map_ftp),
+        Err(_) => Err(Error::Timeout {
+            what: "FTP server reply",
+            after: stall,
+        }),
+    }
+}
+
 impl FtpEndpoint {
     /// Builds the endpoint: reads the password and loads the TLS trust settings now, so a bad
     /// configuration fails at start-up. No connection is opened until the first operation.
@@ -269,13 +284,13 @@ impl FtpEndpoint {
         let abs = self.abs(dir);
         let mut c = self.conn().await?;
         let (lines, mlsd) = if c.mlsd {
-            let r = c.ftp.mlsd(Some(&abs)).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.mlsd(Some(&abs))).await;
             (c.check(r)?, true)
         } else {
             // CWD then a bare LIST: a path argument would be globbed or taken for options.
-            let r = c.ftp.cwd(&abs).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await;
             c.check(r)?;
-            let r = c.ftp.list(None).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.list(None)).await;
             (c.check(r)?, false)
         };
         drop(c);
@@ -349,10 +364,10 @@ impl FtpEndpoint {
             }));
         }
         if c.size {
-            match c.ftp.size(&abs).await.map_err(map_ftp) {
+            match within(self.cfg.common.stall_timeout, c.ftp.size(&abs)).await {
                 Ok(size) => {
                     let mtime = if c.mdtm {
-                        let r = c.ftp.mdtm(&abs).await.map_err(map_ftp);
+                        let r = within(self.cfg.common.stall_timeout, c.ftp.mdtm(&abs)).await;
                         match c.check(r) {
                             Ok(t) => Some(SystemTime::from(t.and_utc())),
                             Err(Error::Refused(_)) => None,
@@ -373,7 +388,7 @@ impl FtpEndpoint {
                 Err(e) => return c.check(Err(e)),
             }
             // Not a file: a directory if we can enter it.
-            return match c.ftp.cwd(&abs).await.map_err(map_ftp) {
+            return match within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await {
                 Ok(()) => Ok(Some(Entry {
                     name,
                     path: path.clone(),
@@ -400,10 +415,10 @@ impl FtpEndpoint {
         if offset > 0 {
             let off = usize::try_from(offset)
                 .map_err(|_| Error::Config("resume offset too large".into()))?;
-            let r = c.ftp.resume_transfer(off).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.resume_transfer(off)).await;
             c.check(r)?;
         }
-        let r = c.ftp.retr_as_stream(&abs).await.map_err(map_ftp);
+        let r = within(self.cfg.common.stall_timeout, c.ftp.retr_as_stream(&abs)).await;
         let stream = c.check(r)?;
         Ok(Box::new(FtpRead {
             state: ReadState::Streaming(StallReader::new(stream, self.cfg.common.stall_timeout)),
@@ -416,7 +431,7 @@ impl FtpEndpoint {
     async fn cleanup(&self, abs: &str) {
         let attempt = async {
             let mut c = self.conn().await?;
-            let r = c.ftp.rm(abs).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.rm(abs)).await;
             c.check(r)
         };
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.cfg.common.connect_timeout, attempt)
@@ -525,9 +540,15 @@ impl Endpoint for FtpEndpoint {
         let tmp_abs = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
         let final_abs = self.abs(path);
         let stall = self.cfg.common.stall_timeout;
-        let mut c = self.conn().await?;
-        let r = c.ftp.put_with_stream(&tmp_abs).await.map_err(map_ftp);
-        let mut up = c.check(r)?;
+        // Opening the upload reads nothing from `src` yet, so it can be retried (a pooled
+        // connection may have gone stale, the server may be restarting).
+        let (mut c, mut up) = with_retry(&self.cfg.common.retry, "ftp upload start", || async {
+            let mut c = self.conn().await?;
+            let r = within(stall, c.ftp.put_with_stream(&tmp_abs)).await;
+            let up = c.check(r)?;
+            Ok((c, up))
+        })
+        .await?;
         let sent = match copy_bounded(src, &mut up, stall, progress).await {
             Ok(n) => n,
             Err(e) => {
@@ -542,14 +563,14 @@ impl Endpoint for FtpEndpoint {
                 return Err(e);
             }
         };
-        let r = up.finish().await.map_err(map_ftp);
+        let r = within(self.cfg.common.stall_timeout, up.finish()).await;
         if let Err(e) = c.check(r) {
             drop(c);
             self.cleanup(&tmp_abs).await;
             return Err(e);
         }
         let result: Result<()> = async {
-            let r = c.ftp.size(&tmp_abs).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.size(&tmp_abs)).await;
             let stored = c.check(r)? as u64;
             if stored != sent {
                 return Err(Error::SizeMismatch {
@@ -558,14 +579,22 @@ impl Endpoint for FtpEndpoint {
                     stored,
                 });
             }
-            let r = c.ftp.rename(&tmp_abs, &final_abs).await.map_err(map_ftp);
+            let r = within(
+                self.cfg.common.stall_timeout,
+                c.ftp.rename(&tmp_abs, &final_abs),
+            )
+            .await;
             match c.check(r) {
                 Ok(()) => Ok(()),
                 // Some servers refuse to rename over an existing file: replace it.
                 Err(Error::Refused(_)) => {
-                    let r = c.ftp.rm(&final_abs).await.map_err(map_ftp);
+                    let r = within(self.cfg.common.stall_timeout, c.ftp.rm(&final_abs)).await;
                     c.check(r)?;
-                    let r = c.ftp.rename(&tmp_abs, &final_abs).await.map_err(map_ftp);
+                    let r = within(
+                        self.cfg.common.stall_timeout,
+                        c.ftp.rename(&tmp_abs, &final_abs),
+                    )
+                    .await;
                     c.check(r)
                 }
                 Err(e) => Err(e),
@@ -584,7 +613,7 @@ impl Endpoint for FtpEndpoint {
         let (f, t) = (self.abs(from), self.abs(to));
         with_retry(&self.cfg.common.retry, "ftp rename", || async {
             let mut c = self.conn().await?;
-            let r = c.ftp.rename(&f, &t).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.rename(&f, &t)).await;
             c.check(r)
         })
         .await
@@ -594,7 +623,7 @@ impl Endpoint for FtpEndpoint {
         let p = self.abs(path);
         with_retry(&self.cfg.common.retry, "ftp delete", || async {
             let mut c = self.conn().await?;
-            let r = c.ftp.rm(&p).await.map_err(map_ftp);
+            let r = within(self.cfg.common.stall_timeout, c.ftp.rm(&p)).await;
             c.check(r)
         })
         .await
@@ -607,12 +636,12 @@ impl Endpoint for FtpEndpoint {
             for part in path.components() {
                 cur = cur.join(part)?;
                 let abs = self.abs(&cur);
-                let r = c.ftp.mkdir(&abs).await.map_err(map_ftp);
+                let r = within(self.cfg.common.stall_timeout, c.ftp.mkdir(&abs)).await;
                 match c.check(r) {
                     Ok(()) => {}
                     // Already there (as a directory) is fine; anything else is an error.
                     Err(Error::Refused(msg)) => {
-                        let r = c.ftp.cwd(&abs).await.map_err(map_ftp);
+                        let r = within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await;
                         c.check(r)
                             .map_err(|_| Error::Refused(format!("mkdir {abs}: {msg}")))?;
                     }

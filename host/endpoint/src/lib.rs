@@ -25,6 +25,10 @@ pub use error::{Error, Result};
 pub use io::{Progress, ProgressReader};
 pub use path::RemotePath;
 
+/// A tracing/env-filter directive that hosts add to their log filter: suppaftp traces
+/// every control command, including the `PASS` line, at `trace` level.
+pub const LOG_FILTER: &str = "suppaftp=debug";
+
 /// What a directory entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {

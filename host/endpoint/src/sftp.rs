@@ -172,10 +172,10 @@ fn map_sftp(what: &str, e: SftpError) -> Error {
             ),
             _ => Error::Refused(format!("{what}: {}", s.error_message)),
         },
-        SftpError::Timeout => Error::Timeout {
-            what: "SFTP request",
-            after: std::time::Duration::from_secs(0),
-        },
+        SftpError::Timeout => Error::Connection(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what}: the SFTP server did not answer in time"),
+        )),
         SftpError::IO(m) => Error::Connection(std::io::Error::other(m)),
         other => Error::Protocol(other.to_string()),
     }
@@ -184,10 +184,9 @@ fn map_sftp(what: &str, e: SftpError) -> Error {
 fn map_ssh(e: russh::Error) -> Error {
     match e {
         russh::Error::IO(io) => Error::Connection(io),
-        russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout => Error::Timeout {
-            what: "SSH connection",
-            after: std::time::Duration::from_secs(0),
-        },
+        russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout => Error::Connection(
+            std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()),
+        ),
         russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError => {
             Error::Connection(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
@@ -459,13 +458,18 @@ impl Endpoint for SftpEndpoint {
         let temp = &self.cfg.common.temp;
         let tmp = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
         let dst = self.abs(path);
-        let mut c = self.conn().await?;
-        let r = c
-            .sftp
-            .create(tmp.clone())
-            .await
-            .map_err(|e| map_sftp(&tmp, e));
-        let mut file = c.check(r)?;
+        // Opening the upload reads nothing from `src` yet, so it can be retried.
+        let (mut c, mut file) = with_retry(&self.cfg.common.retry, "sftp upload start", || async {
+            let mut c = self.conn().await?;
+            let r = c
+                .sftp
+                .create(tmp.clone())
+                .await
+                .map_err(|e| map_sftp(&tmp, e));
+            let file = c.check(r)?;
+            Ok((c, file))
+        })
+        .await?;
         let result: Result<u64> = async {
             let sent =
                 copy_bounded(src, &mut file, self.cfg.common.stall_timeout, progress).await?;
