@@ -129,6 +129,14 @@ pub struct WorkflowRecord {
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
+/// A store waiting for the next group commit.
+struct StoreJob {
+    doc: NewDocument,
+    blob: NewBlob,
+    strict: bool,
+    reply: tokio::sync::oneshot::Sender<Result<Stored>>,
+}
+
 struct Inner {
     conn: Mutex<Connection>,
     state: PathBuf,
@@ -136,6 +144,7 @@ struct Inner {
     tmp: Dir,
     actor: String,
     before_commit: Mutex<Option<Hook>>,
+    pending: Mutex<Vec<StoreJob>>,
 }
 
 /// The embedded repository. Cheap to clone; clones share one store.
@@ -263,7 +272,7 @@ impl Embedded {
         let state = state.as_ref().to_path_buf();
         tokio::task::spawn_blocking(move || Self::open_blocking(state))
             .await
-            .map_err(|e| EcmError::storage(e))?
+            .map_err(EcmError::storage)?
     }
 
     fn open_blocking(state: PathBuf) -> Result<(Self, Reconciled)> {
@@ -293,6 +302,7 @@ impl Embedded {
                 tmp,
                 actor: "wharf".into(),
                 before_commit: Mutex::new(None),
+                pending: Mutex::new(Vec::new()),
             }),
         };
         let report = me.reconcile()?;
@@ -466,8 +476,7 @@ impl Embedded {
             categories,
             policy: CollisionPolicy::Reject,
         };
-        self.db(move |c, actor| store_in(c, actor, &doc, &blob, true))
-            .await
+        self.commit_store(doc, blob, true).await
     }
 
     /// Add a version from a one-shot reader (used by the facade).
@@ -515,6 +524,77 @@ impl Embedded {
             })
         })
         .await
+    }
+
+    /// Queue a store for the next group commit and wait for its outcome.
+    ///
+    /// Stores arriving while a commit is in progress are committed together
+    /// in one transaction (one WAL fsync), each inside its own savepoint so
+    /// one failing store does not affect the others.
+    async fn commit_store(&self, doc: NewDocument, blob: NewBlob, strict: bool) -> Result<Stored> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.inner.pending.lock().unwrap().push(StoreJob {
+            doc,
+            blob,
+            strict,
+            reply,
+        });
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.drain_stores())
+            .await
+            .map_err(EcmError::storage)?;
+        rx.await
+            .map_err(|_| EcmError::storage("store abandoned by the committing thread"))?
+    }
+
+    fn drain_stores(&self) {
+        let mut c = self.conn();
+        // Another thread may have committed our job already.
+        let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
+        if jobs.is_empty() {
+            return;
+        }
+        let actor = self.inner.actor.clone();
+        let tx = match c.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = EcmError::from(e);
+                for j in jobs {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let r = (|| -> Result<Stored> {
+                tx.execute_batch("SAVEPOINT store")?;
+                match store_tx(&tx, &actor, &j.doc, &j.blob, j.strict) {
+                    Ok(s) => {
+                        tx.execute_batch("RELEASE store")?;
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO store; RELEASE store")?;
+                        Err(e)
+                    }
+                }
+            })();
+            outcomes.push((j.reply, r));
+        }
+        match tx.commit() {
+            Ok(()) => {
+                for (reply, r) in outcomes {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let e = EcmError::from(e);
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// Define how long records of an RM classification are retained
@@ -872,15 +952,15 @@ fn add_version(
     Ok(n as u32)
 }
 
-fn store_in(
-    c: &mut Connection,
+/// Store within an open transaction (the caller commits).
+fn store_tx(
+    tx: &Connection,
     actor: &str,
     doc: &NewDocument,
     blob: &NewBlob,
     strict: bool,
 ) -> Result<Stored> {
-    let tx = c.transaction()?;
-    let parent = get_node(&tx, doc.parent)?;
+    let parent = get_node(tx, doc.parent)?;
     if !parent.kind.is_container() {
         return Err(EcmError::invalid(format!(
             "node {} is not a folder",
@@ -894,7 +974,7 @@ fn store_in(
         } else {
             suffixed_name(&doc.name, attempt)
         };
-        match child_id(&tx, doc.parent, &name)? {
+        match child_id(tx, doc.parent, &name)? {
             None => {
                 let now = now_secs();
                 tx.prepare_cached(
@@ -903,9 +983,9 @@ fn store_in(
                 )?
                 .execute(params![doc.parent.0, name, doc.description, now])?;
                 let id = NodeId(tx.last_insert_rowid());
-                let v = add_version(&tx, id, doc, blob, &name)?;
-                upsert_attrs(&tx, id, &doc.categories)?;
-                audit_in(&tx, "created", actor, Some(id), Some(&blob.sha256), &name)?;
+                let v = add_version(tx, id, doc, blob, &name)?;
+                upsert_attrs(tx, id, &doc.categories)?;
+                audit_in(tx, "created", actor, Some(id), Some(&blob.sha256), &name)?;
                 break Stored {
                     node: id,
                     name,
@@ -915,7 +995,7 @@ fn store_in(
             }
             Some(_) if strict => return Err(collision(&name)),
             Some((id, 144)) => {
-                if latest_sha(&tx, id)?.as_deref() == Some(blob.sha256.as_str()) {
+                if latest_sha(tx, id)?.as_deref() == Some(blob.sha256.as_str()) {
                     let v: i64 = tx.query_row(
                         "SELECT MAX(number) FROM versions WHERE node = ?1",
                         [id.0],
@@ -930,10 +1010,10 @@ fn store_in(
                 }
                 match doc.policy {
                     CollisionPolicy::AddVersion if attempt == 1 => {
-                        let v = add_version(&tx, id, doc, blob, &name)?;
-                        upsert_attrs(&tx, id, &doc.categories)?;
+                        let v = add_version(tx, id, doc, blob, &name)?;
+                        upsert_attrs(tx, id, &doc.categories)?;
                         audit_in(
-                            &tx,
+                            tx,
                             "version-added",
                             actor,
                             Some(id),
@@ -962,7 +1042,6 @@ fn store_in(
             return Err(collision(&doc.name));
         }
     };
-    tx.commit()?;
     Ok(stored)
 }
 
@@ -1143,8 +1222,7 @@ impl Repository for Embedded {
         }
         self.run_hook();
         let doc = doc.clone();
-        self.db(move |c, actor| store_in(c, actor, &doc, &blob, false))
-            .await
+        self.commit_store(doc, blob, false).await
     }
 
     async fn set_categories(&self, node: NodeId, categories: &[Category]) -> Result<()> {

@@ -12,6 +12,7 @@
 pub mod embedded;
 mod error;
 pub mod facade;
+pub mod inspect;
 pub mod otcs;
 mod source;
 mod types;

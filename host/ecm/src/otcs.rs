@@ -769,7 +769,7 @@ impl OtcsClient {
                             });
                         }
                         // Someone created it meanwhile: look again.
-                        Err(e) if e.kind == ErrorKind::NameCollision && races < 3 => races += 1,
+                        Err(e) if e.kind == ErrorKind::NameCollision && races < 10 => races += 1,
                         Err(e) => return Err(e),
                     }
                 }
@@ -1350,18 +1350,14 @@ impl Repository for OtcsClient {
     }
 
     async fn delete(&self, node: NodeId) -> Result<()> {
-        match self
-            .call(
-                Method::DELETE,
-                &format!("v2/nodes/{node}"),
-                Payload::None,
-                true,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.call(
+            Method::DELETE,
+            &format!("v2/nodes/{node}"),
+            Payload::None,
+            true,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn record_event(&self, _event: &AuditEvent) -> Result<()> {

@@ -60,7 +60,11 @@ impl Generated {
 }
 
 impl AsyncRead for Generated {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let want = buf.remaining().min(64 * 1024);
         let mut tmp = [0u8; 64 * 1024];
         let n = self.fill(&mut tmp[..want]);
@@ -97,7 +101,9 @@ fn facade_child() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let (repo, _) = Embedded::open(&state).await.unwrap();
-        let f = Facade::start(repo, facade_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let f = Facade::start(repo, facade_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         println!("LISTENING {}", f.addr());
         use std::io::Write;
         std::io::stdout().flush().unwrap();
@@ -113,7 +119,13 @@ async fn one_gib_through_the_facade_in_bounded_memory() {
     }
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["facade_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "facade_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -145,7 +157,10 @@ async fn one_gib_through_the_facade_in_bounded_memory() {
     let digest = hex::encode(h.finalize());
     drop(buf);
 
-    let f = client.ensure_folder(NodeId::ENTERPRISE, &["Big".to_string()]).await.unwrap();
+    let f = client
+        .ensure_folder(NodeId::ENTERPRISE, &["Big".to_string()])
+        .await
+        .unwrap();
     // Reset the peak so it measures the transfer.
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = status_kib("VmHWM:");
@@ -159,7 +174,10 @@ async fn one_gib_through_the_facade_in_bounded_memory() {
         policy: CollisionPolicy::Reject,
     };
     let t = Instant::now();
-    let s = client.store_document(&d, &GeneratedSource(SIZE)).await.unwrap();
+    let s = client
+        .store_document(&d, &GeneratedSource(SIZE))
+        .await
+        .unwrap();
     let up = t.elapsed();
     let peak_up = status_kib("VmHWM:");
 

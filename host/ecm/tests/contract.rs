@@ -59,16 +59,33 @@ async fn round_trip<R: Repository>(r: &R, _: &Embedded) {
     let vs = r.versions(s.node).await.unwrap();
     assert_eq!(vs.len(), 1);
     assert_eq!(vs[0].size, data.len() as u64);
-    assert_eq!(as_text(&r.categories(s.node).await.unwrap()), as_text(&d.categories));
+    assert_eq!(
+        as_text(&r.categories(s.node).await.unwrap()),
+        as_text(&d.categories)
+    );
     // Empty content is a valid document too.
-    let e = store(r, &doc(f, "empty.txt", b"", CollisionPolicy::Reject), b"").await.unwrap();
+    let e = store(r, &doc(f, "empty.txt", b"", CollisionPolicy::Reject), b"")
+        .await
+        .unwrap();
     assert_eq!(fetch(r, e.node, None).await, b"");
 }
 
 async fn collision_add_version<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "addversion").await;
-    let s1 = store(r, &doc(f, "cat.xml", b"v1", CollisionPolicy::AddVersion), b"v1").await.unwrap();
-    let s2 = store(r, &doc(f, "cat.xml", b"v2", CollisionPolicy::AddVersion), b"v2").await.unwrap();
+    let s1 = store(
+        r,
+        &doc(f, "cat.xml", b"v1", CollisionPolicy::AddVersion),
+        b"v1",
+    )
+    .await
+    .unwrap();
+    let s2 = store(
+        r,
+        &doc(f, "cat.xml", b"v2", CollisionPolicy::AddVersion),
+        b"v2",
+    )
+    .await
+    .unwrap();
     assert_eq!(s2.outcome, StoreOutcome::VersionAdded);
     assert_eq!(s2.node, s1.node);
     assert_eq!(s2.version, 2);
@@ -80,39 +97,87 @@ async fn collision_add_version<R: Repository>(r: &R, _: &Embedded) {
 
 async fn collision_new_document<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "newdoc").await;
-    store(r, &doc(f, "po.pdf", b"one", CollisionPolicy::NewDocument), b"one").await.unwrap();
-    let s = store(r, &doc(f, "po.pdf", b"two", CollisionPolicy::NewDocument), b"two").await.unwrap();
+    store(
+        r,
+        &doc(f, "po.pdf", b"one", CollisionPolicy::NewDocument),
+        b"one",
+    )
+    .await
+    .unwrap();
+    let s = store(
+        r,
+        &doc(f, "po.pdf", b"two", CollisionPolicy::NewDocument),
+        b"two",
+    )
+    .await
+    .unwrap();
     assert_eq!(s.outcome, StoreOutcome::Created);
     assert_eq!(s.name, "po (2).pdf");
-    let s3 = store(r, &doc(f, "po.pdf", b"three", CollisionPolicy::NewDocument), b"three").await.unwrap();
+    let s3 = store(
+        r,
+        &doc(f, "po.pdf", b"three", CollisionPolicy::NewDocument),
+        b"three",
+    )
+    .await
+    .unwrap();
     assert_eq!(s3.name, "po (3).pdf");
     // The same content again is recognised under its suffixed name.
-    let again = store(r, &doc(f, "po.pdf", b"two", CollisionPolicy::NewDocument), b"two").await.unwrap();
+    let again = store(
+        r,
+        &doc(f, "po.pdf", b"two", CollisionPolicy::NewDocument),
+        b"two",
+    )
+    .await
+    .unwrap();
     assert_eq!(again.outcome, StoreOutcome::AlreadyPresent);
     assert_eq!(again.node, s.node);
-    let mut names: Vec<String> = r.children(f).await.unwrap().into_iter().map(|n| n.name).collect();
+    let mut names: Vec<String> = r
+        .children(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     names.sort();
     assert_eq!(names, ["po (2).pdf", "po (3).pdf", "po.pdf"]);
 }
 
 async fn collision_reject<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "reject").await;
-    let first = store(r, &doc(f, "asn.edi", b"a", CollisionPolicy::Reject), b"a").await.unwrap();
-    let err = store(r, &doc(f, "asn.edi", b"b", CollisionPolicy::Reject), b"b").await.unwrap_err();
+    let first = store(r, &doc(f, "asn.edi", b"a", CollisionPolicy::Reject), b"a")
+        .await
+        .unwrap();
+    let err = store(r, &doc(f, "asn.edi", b"b", CollisionPolicy::Reject), b"b")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NameCollision, "{err}");
     assert_eq!(r.children(f).await.unwrap().len(), 1);
     assert_eq!(fetch(r, first.node, None).await, b"a");
     // A folder in the way is a collision too.
     r.ensure_folder(f, &["sub".to_string()]).await.unwrap();
-    let err = store(r, &doc(f, "sub", b"x", CollisionPolicy::AddVersion), b"x").await.unwrap_err();
+    let err = store(r, &doc(f, "sub", b"x", CollisionPolicy::AddVersion), b"x")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NameCollision);
 }
 
 async fn identical_content_is_idempotent<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "idempotent").await;
-    let first = store(r, &doc(f, "same.txt", b"same", CollisionPolicy::Reject), b"same").await.unwrap();
-    for policy in [CollisionPolicy::Reject, CollisionPolicy::AddVersion, CollisionPolicy::NewDocument] {
-        let s = store(r, &doc(f, "same.txt", b"same", policy), b"same").await.unwrap();
+    let first = store(
+        r,
+        &doc(f, "same.txt", b"same", CollisionPolicy::Reject),
+        b"same",
+    )
+    .await
+    .unwrap();
+    for policy in [
+        CollisionPolicy::Reject,
+        CollisionPolicy::AddVersion,
+        CollisionPolicy::NewDocument,
+    ] {
+        let s = store(r, &doc(f, "same.txt", b"same", policy), b"same")
+            .await
+            .unwrap();
         assert_eq!(s.outcome, StoreOutcome::AlreadyPresent, "{policy:?}");
         assert_eq!(s.node, first.node);
         assert_eq!(s.version, 1);
@@ -123,8 +188,12 @@ async fn identical_content_is_idempotent<R: Repository>(r: &R, _: &Embedded) {
 
 async fn categories_merge<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "cats").await;
-    let s = store(r, &doc(f, "c.txt", b"c", CollisionPolicy::Reject), b"c").await.unwrap();
-    r.set_categories(s.node, &[invoice("ACME", 7, "Draft")]).await.unwrap();
+    let s = store(r, &doc(f, "c.txt", b"c", CollisionPolicy::Reject), b"c")
+        .await
+        .unwrap();
+    r.set_categories(s.node, &[invoice("ACME", 7, "Draft")])
+        .await
+        .unwrap();
     let update = Category {
         name: "Invoice".into(),
         attributes: vec![Attribute {
@@ -137,12 +206,17 @@ async fn categories_merge<R: Repository>(r: &R, _: &Embedded) {
     let mut want = as_text(&[invoice("ACME", 7, "Approved")]);
     assert_eq!(got, want);
     want.clear();
-    assert_eq!(r.categories(NodeId(987_654)).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        r.categories(NodeId(987_654)).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 async fn permissions<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "perms").await;
-    let s = store(r, &doc(f, "p.txt", b"p", CollisionPolicy::Reject), b"p").await.unwrap();
+    let s = store(r, &doc(f, "p.txt", b"p", CollisionPolicy::Reject), b"p")
+        .await
+        .unwrap();
     let grants = vec![
         Grant {
             principal: Principal::Public,
@@ -166,7 +240,10 @@ async fn permissions<R: Repository>(r: &R, _: &Embedded) {
             })
             .collect()
     };
-    assert_eq!(norm(r.permissions(s.node).await.unwrap()), norm(grants.clone()));
+    assert_eq!(
+        norm(r.permissions(s.node).await.unwrap()),
+        norm(grants.clone())
+    );
     // Granting again replaces that principal's rights.
     let narrower = vec![Grant {
         principal: Principal::User("jdoe".into()),
@@ -180,22 +257,34 @@ async fn permissions<R: Repository>(r: &R, _: &Embedded) {
 
 async fn hold_blocks_deletion<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "hold").await;
-    let held = store(r, &doc(f, "held.txt", b"h", CollisionPolicy::Reject), b"h").await.unwrap();
-    let free = store(r, &doc(f, "free.txt", b"f", CollisionPolicy::Reject), b"f").await.unwrap();
+    let held = store(r, &doc(f, "held.txt", b"h", CollisionPolicy::Reject), b"h")
+        .await
+        .unwrap();
+    let free = store(r, &doc(f, "free.txt", b"f", CollisionPolicy::Reject), b"f")
+        .await
+        .unwrap();
     r.apply_hold(held.node, "Litigation 2026-17").await.unwrap();
     let err = r.delete(held.node).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::HeldOrRetained, "{err}");
     assert_eq!(fetch(r, held.node, None).await, b"h");
     // Deleting the folder would delete the held document: refused as well.
-    assert_eq!(r.delete(f).await.unwrap_err().kind, ErrorKind::HeldOrRetained);
+    assert_eq!(
+        r.delete(f).await.unwrap_err().kind,
+        ErrorKind::HeldOrRetained
+    );
     r.delete(free.node).await.unwrap();
-    assert_eq!(r.node(free.node).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        r.node(free.node).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert_eq!(r.node(held.node).await.unwrap().name, "held.txt");
 }
 
 async fn retention_blocks_deletion<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "rm").await;
-    let s = store(r, &doc(f, "rec.txt", b"r", CollisionPolicy::Reject), b"r").await.unwrap();
+    let s = store(r, &doc(f, "rec.txt", b"r", CollisionPolicy::Reject), b"r")
+        .await
+        .unwrap();
     r.classify(s.node, "FIN-7Y").await.unwrap();
     let err = r.delete(s.node).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::HeldOrRetained, "{err}");
@@ -205,7 +294,10 @@ async fn retention_blocks_deletion<R: Repository>(r: &R, _: &Embedded) {
 async fn search_finds_only_matching<R: Repository>(r: &R, _: &Embedded) {
     let a = folder(r, "search-a").await;
     let b = folder(r, "search-b").await;
-    let deep = r.ensure_folder(a, &["2026".to_string(), "11".to_string()]).await.unwrap();
+    let deep = r
+        .ensure_folder(a, &["2026".to_string(), "11".to_string()])
+        .await
+        .unwrap();
     let put = async |parent, name: &str, status: &str| {
         let data = format!("{name}{status}").into_bytes();
         let mut d = doc(parent, name, &data, CollisionPolicy::Reject);
@@ -228,8 +320,14 @@ async fn search_finds_only_matching<R: Repository>(r: &R, _: &Embedded) {
         limit: None,
     };
     let ids = |v: Vec<Node>| -> HashSet<NodeId> { v.into_iter().map(|n| n.id).collect() };
-    assert_eq!(ids(r.search(&approved(Some(a))).await.unwrap()), HashSet::from([hit1, hit2]));
-    assert_eq!(ids(r.search(&approved(Some(b))).await.unwrap()), HashSet::from([other]));
+    assert_eq!(
+        ids(r.search(&approved(Some(a))).await.unwrap()),
+        HashSet::from([hit1, hit2])
+    );
+    assert_eq!(
+        ids(r.search(&approved(Some(b))).await.unwrap()),
+        HashSet::from([other])
+    );
     let mut q = approved(Some(a));
     q.name = Some("INV_2*".into());
     assert_eq!(ids(r.search(&q).await.unwrap()), HashSet::from([hit2]));
@@ -253,18 +351,38 @@ async fn workspaces<R: Repository>(r: &R, _: &Embedded) {
         name: "ACME Corp (S-100)".into(),
     };
     let id = r.create_workspace(parent, &spec).await.unwrap();
-    let found = r.find_workspace("Supplier", "S-100").await.unwrap().unwrap();
+    let found = r
+        .find_workspace("Supplier", "S-100")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, id);
     assert_eq!(found.kind, NodeKind::Workspace);
-    assert!(r.find_workspace("Supplier", "S-999").await.unwrap().is_none());
-    let certs = r.ensure_folder(id, &["Certificates".to_string()]).await.unwrap();
-    let s = store(r, &doc(certs, "iso9001.pdf", b"cert", CollisionPolicy::Reject), b"cert").await.unwrap();
+    assert!(
+        r.find_workspace("Supplier", "S-999")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let certs = r
+        .ensure_folder(id, &["Certificates".to_string()])
+        .await
+        .unwrap();
+    let s = store(
+        r,
+        &doc(certs, "iso9001.pdf", b"cert", CollisionPolicy::Reject),
+        b"cert",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.node(s.node).await.unwrap().parent, Some(certs));
 }
 
 async fn workflows<R: Repository>(r: &R, store_: &Embedded) {
     let f = folder(r, "wf").await;
-    let s = store(r, &doc(f, "q.pdf", b"q", CollisionPolicy::Reject), b"q").await.unwrap();
+    let s = store(r, &doc(f, "q.pdf", b"q", CollisionPolicy::Reject), b"q")
+        .await
+        .unwrap();
     let wf = r
         .start_workflow(&WorkflowStart {
             workflow: "review".into(),
@@ -297,8 +415,20 @@ async fn workflows<R: Repository>(r: &R, store_: &Embedded) {
 
 async fn audit_trail<R: Repository>(r: &R, _: &Embedded) {
     let f = folder(r, "audit").await;
-    let s = store(r, &doc(f, "a.txt", b"a1", CollisionPolicy::AddVersion), b"a1").await.unwrap();
-    store(r, &doc(f, "a.txt", b"a2", CollisionPolicy::AddVersion), b"a2").await.unwrap();
+    let s = store(
+        r,
+        &doc(f, "a.txt", b"a1", CollisionPolicy::AddVersion),
+        b"a1",
+    )
+    .await
+    .unwrap();
+    store(
+        r,
+        &doc(f, "a.txt", b"a2", CollisionPolicy::AddVersion),
+        b"a2",
+    )
+    .await
+    .unwrap();
     r.apply_hold(s.node, "H1").await.unwrap();
     let events: Vec<String> = r
         .audit(Some(s.node))
@@ -308,19 +438,39 @@ async fn audit_trail<R: Repository>(r: &R, _: &Embedded) {
         .map(|e| e.event.action)
         .collect();
     for want in ["created", "version-added", "hold-applied"] {
-        assert!(events.iter().any(|e| e == want), "{want} missing from {events:?}");
+        assert!(
+            events.iter().any(|e| e == want),
+            "{want} missing from {events:?}"
+        );
     }
 }
 
 async fn not_found<R: Repository>(r: &R, _: &Embedded) {
     let missing = NodeId(987_654);
     assert_eq!(r.node(missing).await.unwrap_err().kind, ErrorKind::NotFound);
-    assert_eq!(r.download(missing, None).await.err().unwrap().kind, ErrorKind::NotFound);
-    assert_eq!(r.delete(missing).await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        r.download(missing, None).await.err().unwrap().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        r.delete(missing).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     let f = folder(r, "nf").await;
-    let s = store(r, &doc(f, "one.txt", b"1", CollisionPolicy::Reject), b"1").await.unwrap();
-    assert_eq!(r.download(s.node, Some(9)).await.err().unwrap().kind, ErrorKind::NotFound);
-    let err = store(r, &doc(missing, "x.txt", b"x", CollisionPolicy::Reject), b"x").await.unwrap_err();
+    let s = store(r, &doc(f, "one.txt", b"1", CollisionPolicy::Reject), b"1")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.download(s.node, Some(9)).await.err().unwrap().kind,
+        ErrorKind::NotFound
+    );
+    let err = store(
+        r,
+        &doc(missing, "x.txt", b"x", CollisionPolicy::Reject),
+        b"x",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
 
@@ -333,6 +483,36 @@ async fn many_children_page<R: Repository>(r: &R, _: &Embedded) {
     assert_eq!(kids.len(), 23);
     let names: HashSet<String> = kids.into_iter().map(|k| k.name).collect();
     assert_eq!(names.len(), 23);
+}
+
+async fn concurrent_stores<R: Repository>(r: &R, _: &Embedded) {
+    let f = folder(r, "concurrent").await;
+    // Same name, different content, all at once: every copy gets its own name.
+    let datas: Vec<Vec<u8>> = (0..12).map(|i| format!("copy {i}").into_bytes()).collect();
+    let docs: Vec<NewDocument> = datas
+        .iter()
+        .map(|d| doc(f, "batch.csv", d, CollisionPolicy::NewDocument))
+        .collect();
+    let results =
+        futures::future::join_all(docs.iter().zip(&datas).map(|(d, data)| store(r, d, data))).await;
+    let names: HashSet<String> = results.into_iter().map(|s| s.unwrap().name).collect();
+    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(r.children(f).await.unwrap().len(), 12);
+    // Same name under Reject: exactly one wins, the others collide.
+    let docs: Vec<NewDocument> = datas
+        .iter()
+        .map(|d| doc(f, "single.csv", d, CollisionPolicy::Reject))
+        .collect();
+    let results =
+        futures::future::join_all(docs.iter().zip(&datas).map(|(d, data)| store(r, d, data))).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.kind == ErrorKind::NameCollision)
+    );
 }
 
 macro_rules! contract {
@@ -376,4 +556,5 @@ contract!(
     audit_trail,
     not_found,
     many_children_page,
+    concurrent_stores,
 );

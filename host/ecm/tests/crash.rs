@@ -35,7 +35,11 @@ impl Drop for KillOnDrop {
 struct Stall;
 
 impl AsyncRead for Stall {
-    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         println!("PARTIAL-WRITTEN");
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -63,11 +67,22 @@ fn crash_child() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let (repo, _) = Embedded::open(&state).await.unwrap();
-        let f = repo.ensure_folder(NodeId::ENTERPRISE, &["Crash".to_string()]).await.unwrap();
-        store(&repo, &doc(f, "kept.txt", KEPT, CollisionPolicy::Reject), KEPT).await.unwrap();
+        let f = repo
+            .ensure_folder(NodeId::ENTERPRISE, &["Crash".to_string()])
+            .await
+            .unwrap();
+        store(
+            &repo,
+            &doc(f, "kept.txt", KEPT, CollisionPolicy::Reject),
+            KEPT,
+        )
+        .await
+        .unwrap();
         if mode == "partial" {
             let d = doc(f, "partial.bin", b"", CollisionPolicy::Reject);
-            let _ = repo.store_document(&d, &StallingSource(vec![7u8; 300_000])).await;
+            let _ = repo
+                .store_document(&d, &StallingSource(vec![7u8; 300_000]))
+                .await;
         } else {
             repo.set_before_commit_hook(|| {
                 println!("BLOB-WRITTEN");
@@ -78,7 +93,12 @@ fn crash_child() {
                     std::thread::sleep(Duration::from_secs(60));
                 }
             });
-            let _ = store(&repo, &doc(f, "lost.txt", LOST, CollisionPolicy::Reject), LOST).await;
+            let _ = store(
+                &repo,
+                &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
+                LOST,
+            )
+            .await;
         }
         unreachable!("the parent kills this process");
     });
@@ -87,7 +107,13 @@ fn crash_child() {
 /// Run the child until it prints `marker`, then kill it.
 fn run_child_until(state: &std::path::Path, mode: &str, marker: &str) {
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, state)
         .env(MODE_ENV, mode)
         .stdout(Stdio::piped())
@@ -128,19 +154,32 @@ fn blob_exists(state: &std::path::Path, data: &[u8]) -> bool {
 async fn crash_between_blob_write_and_commit() {
     let dir = tempfile::tempdir().unwrap();
     run_child_until(dir.path(), "commit", "BLOB-WRITTEN");
-    assert!(blob_exists(dir.path(), LOST), "the crash happened after the blob was written");
+    assert!(
+        blob_exists(dir.path(), LOST),
+        "the crash happened after the blob was written"
+    );
 
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
     assert!(report.missing_blobs.is_empty(), "{report:?}");
     assert!(!blob_exists(dir.path(), LOST), "the dangling blob is gone");
     let f = repo.resolve_path("/Crash").await.unwrap();
-    let kept = repo.child_by_name(f, "kept.txt").await.unwrap().expect("committed document kept");
+    let kept = repo
+        .child_by_name(f, "kept.txt")
+        .await
+        .unwrap()
+        .expect("committed document kept");
     assert_eq!(fetch(&repo, kept.id, None).await, KEPT);
     assert!(repo.child_by_name(f, "lost.txt").await.unwrap().is_none());
 
     // Storing it again works, and a second reopen finds nothing to repair.
-    let s = store(&repo, &doc(f, "lost.txt", LOST, CollisionPolicy::Reject), LOST).await.unwrap();
+    let s = store(
+        &repo,
+        &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
+        LOST,
+    )
+    .await
+    .unwrap();
     assert_eq!(s.outcome, StoreOutcome::Created);
     drop(repo);
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
@@ -159,6 +198,11 @@ async fn crash_while_writing_a_blob() {
     assert_eq!(report.orphan_blobs_removed, 0, "{report:?}");
     assert!(report.missing_blobs.is_empty());
     let f = repo.resolve_path("/Crash").await.unwrap();
-    assert!(repo.child_by_name(f, "partial.bin").await.unwrap().is_none());
+    assert!(
+        repo.child_by_name(f, "partial.bin")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(repo.children(f).await.unwrap().len(), 1);
 }

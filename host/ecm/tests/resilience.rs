@@ -30,15 +30,28 @@ async fn ticket_expiry_forces_one_relogin_mid_run() {
             r.facade.expire_tickets();
         }
         let data = format!("doc {i}").into_bytes();
-        store(&r.client, &doc(f, &format!("d{i}.txt"), &data, CollisionPolicy::Reject), &data)
-            .await
-            .unwrap();
+        store(
+            &r.client,
+            &doc(f, &format!("d{i}.txt"), &data, CollisionPolicy::Reject),
+            &data,
+        )
+        .await
+        .unwrap();
         // A download after expiry re-authenticates as well.
         r.facade.expire_tickets();
-        assert_eq!(fetch(&r.client, r.client.children(f).await.unwrap()[0].id, None).await.len(), 5);
+        assert_eq!(
+            fetch(&r.client, r.client.children(f).await.unwrap()[0].id, None)
+                .await
+                .len(),
+            5
+        );
     }
     assert_eq!(r.client.children(f).await.unwrap().len(), 6);
-    assert!(r.client.login_count() >= 7, "logins: {}", r.client.login_count());
+    assert!(
+        r.client.login_count() >= 7,
+        "logins: {}",
+        r.client.login_count()
+    );
     assert_eq!(r.client.login_count(), r.facade.logins());
     r.facade.stop().await;
 }
@@ -48,9 +61,10 @@ async fn idle_tickets_expire_on_the_server() {
     let local = local().await;
     let mut cfg = facade_config();
     cfg.ticket_idle = Duration::from_millis(50);
-    let facade = wharf_ecm::facade::Facade::start(local.repo.clone(), cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let facade =
+        wharf_ecm::facade::Facade::start(local.repo.clone(), cfg, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let client = OtcsClient::new(client_config(&facade.base_url())).unwrap();
     client.node(NodeId::ENTERPRISE).await.unwrap();
     // Wait (polling a clock, not the server) until the ticket is surely stale.
@@ -85,23 +99,50 @@ async fn upload_retries_never_duplicate() {
     let faults = r.facade.faults();
     // Refused before acting, acted with the answer lost, acted with the
     // answer held past the client's timeout: the document exists once.
-    faults.push(rule(Method::POST, "/api/v2/nodes", FaultAction::Before(503), 1));
-    faults.push(rule(Method::POST, "/api/v2/nodes", FaultAction::After(500), 1));
+    faults.push(rule(
+        Method::POST,
+        "/api/v2/nodes",
+        FaultAction::Before(503),
+        1,
+    ));
+    faults.push(rule(
+        Method::POST,
+        "/api/v2/nodes",
+        FaultAction::After(500),
+        1,
+    ));
     let data = b"important invoice".to_vec();
-    let s = store(&r.client, &doc(f, "inv.txt", &data, CollisionPolicy::NewDocument), &data)
-        .await
-        .unwrap();
+    let s = store(
+        &r.client,
+        &doc(f, "inv.txt", &data, CollisionPolicy::NewDocument),
+        &data,
+    )
+    .await
+    .unwrap();
     assert_eq!(faults.injected(), 2);
-    assert_eq!(s.outcome, StoreOutcome::AlreadyPresent, "the lost answer's document is found");
+    assert_eq!(
+        s.outcome,
+        StoreOutcome::AlreadyPresent,
+        "the lost answer's document is found"
+    );
     let kids = r.client.children(f).await.unwrap();
     assert_eq!(kids.len(), 1, "{kids:?}");
     assert_eq!(fetch(&r.client, s.node, None).await, data);
 
-    faults.push(rule(Method::POST, "/api/v2/nodes", FaultAction::Delay(Duration::from_secs(7)), 1));
+    faults.push(rule(
+        Method::POST,
+        "/api/v2/nodes",
+        FaultAction::Delay(Duration::from_secs(7)),
+        1,
+    ));
     let data2 = b"second invoice".to_vec();
-    let s2 = store(&r.client, &doc(f, "inv2.txt", &data2, CollisionPolicy::NewDocument), &data2)
-        .await
-        .unwrap();
+    let s2 = store(
+        &r.client,
+        &doc(f, "inv2.txt", &data2, CollisionPolicy::NewDocument),
+        &data2,
+    )
+    .await
+    .unwrap();
     assert_eq!(faults.injected(), 3);
     assert_eq!(r.client.children(f).await.unwrap().len(), 2);
     assert_eq!(fetch(&r.client, s2.node, None).await, data2);
@@ -112,16 +153,39 @@ async fn upload_retries_never_duplicate() {
 async fn lost_version_answer_adds_one_version() {
     let r = remote().await;
     let f = folder(&r.client, "vfaults").await;
-    let s = store(&r.client, &doc(f, "c.xml", b"v1", CollisionPolicy::AddVersion), b"v1").await.unwrap();
+    let s = store(
+        &r.client,
+        &doc(f, "c.xml", b"v1", CollisionPolicy::AddVersion),
+        b"v1",
+    )
+    .await
+    .unwrap();
     let faults = r.facade.faults();
     faults.push(rule(Method::POST, "/versions", FaultAction::After(502), 1));
-    faults.push(rule(Method::PUT, "/categories", FaultAction::Before(503), 1));
-    let s2 = store(&r.client, &doc(f, "c.xml", b"v2", CollisionPolicy::AddVersion), b"v2").await.unwrap();
+    faults.push(rule(
+        Method::PUT,
+        "/categories",
+        FaultAction::Before(503),
+        1,
+    ));
+    let s2 = store(
+        &r.client,
+        &doc(f, "c.xml", b"v2", CollisionPolicy::AddVersion),
+        b"v2",
+    )
+    .await
+    .unwrap();
     assert_eq!(s2.node, s.node);
     assert_eq!(s2.outcome, StoreOutcome::VersionAdded);
     assert_eq!(r.client.versions(s.node).await.unwrap().len(), 2);
     // The checksum was recorded, so the same content again is recognised.
-    let s3 = store(&r.client, &doc(f, "c.xml", b"v2", CollisionPolicy::AddVersion), b"v2").await.unwrap();
+    let s3 = store(
+        &r.client,
+        &doc(f, "c.xml", b"v2", CollisionPolicy::AddVersion),
+        b"v2",
+    )
+    .await
+    .unwrap();
     assert_eq!(s3.outcome, StoreOutcome::AlreadyPresent);
     assert_eq!(r.client.versions(s.node).await.unwrap().len(), 2);
     r.facade.stop().await;
@@ -131,10 +195,19 @@ async fn lost_version_answer_adds_one_version() {
 async fn folder_creation_survives_lost_answers_and_throttling() {
     let r = remote().await;
     let faults = r.facade.faults();
-    faults.push(rule(Method::POST, "/api/v2/nodes", FaultAction::After(500), 2));
+    faults.push(rule(
+        Method::POST,
+        "/api/v2/nodes",
+        FaultAction::After(500),
+        2,
+    ));
     faults.push(rule(Method::GET, "/nodes", FaultAction::Before(429), 2));
     let path: Vec<String> = ["Faulty", "A", "B"].map(String::from).into();
-    let id = r.client.ensure_folder(NodeId::ENTERPRISE, &path).await.unwrap();
+    let id = r
+        .client
+        .ensure_folder(NodeId::ENTERPRISE, &path)
+        .await
+        .unwrap();
     assert_eq!(r.client.node(id).await.unwrap().name, "B");
     let top = r.client.children(NodeId::ENTERPRISE).await.unwrap();
     assert_eq!(top.iter().filter(|n| n.name == "Faulty").count(), 1);
@@ -145,7 +218,12 @@ async fn folder_creation_survives_lost_answers_and_throttling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_errors_give_up_as_transient() {
     let r = remote().await;
-    r.facade.faults().push(rule(Method::GET, "/api/v2/nodes/2000", FaultAction::Before(503), 100));
+    r.facade.faults().push(rule(
+        Method::GET,
+        "/api/v2/nodes/2000",
+        FaultAction::Before(503),
+        100,
+    ));
     let err = r.client.node(NodeId::ENTERPRISE).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert_eq!(r.facade.faults().injected(), 6, "one try plus five retries");

@@ -95,9 +95,13 @@ pub struct Remote {
 
 pub async fn remote() -> Remote {
     let local = local().await;
-    let facade = Facade::start(local.repo.clone(), facade_config(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let facade = Facade::start(
+        local.repo.clone(),
+        facade_config(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let client = OtcsClient::new(client_config(&facade.base_url())).unwrap();
     client.wait_ready(Duration::from_secs(10)).await.unwrap();
     Remote {
@@ -161,7 +165,9 @@ pub async fn store<R: Repository>(r: &R, d: &NewDocument, data: &[u8]) -> Result
 }
 
 pub async fn fetch<R: Repository>(r: &R, node: NodeId, version: Option<u32>) -> Vec<u8> {
-    collect(r.download(node, version).await.unwrap()).await.unwrap()
+    collect(r.download(node, version).await.unwrap())
+        .await
+        .unwrap()
 }
 
 pub async fn folder<R: Repository>(r: &R, name: &str) -> NodeId {
