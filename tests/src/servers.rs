@@ -387,6 +387,9 @@ impl Default for VsftpdOptions {
 
 /// A running vsftpd on 127.0.0.1 with its own user and folder.
 pub struct Vsftpd {
+    // Declared first so it is dropped first: the server and its sessions must be gone
+    // before the user is deleted (userdel refuses a user with running processes).
+    proc_: Proc,
     /// Control port.
     pub port: u16,
     /// The FTP user.
@@ -397,7 +400,6 @@ pub struct Vsftpd {
     pub ca: Option<TestCa>,
     conf: PathBuf,
     log: PathBuf,
-    proc_: Proc,
     _dir: tempfile::TempDir,
 }
 
@@ -535,6 +537,8 @@ fn seed(user: &TestUser, root: &Path, rel: &str, data: &[u8]) -> Result<PathBuf>
 
 /// A running OpenSSH sshd on 127.0.0.1 that serves only SFTP to its own user.
 pub struct Sshd {
+    // Dropped first, see `Vsftpd`.
+    proc_: Proc,
     /// SSH port.
     pub port: u16,
     /// The SFTP user (password login works too).
@@ -553,7 +557,6 @@ pub struct Sshd {
     pub other_host_key: String,
     conf: PathBuf,
     log: PathBuf,
-    proc_: Proc,
     dir: tempfile::TempDir,
 }
 

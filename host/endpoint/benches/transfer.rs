@@ -152,6 +152,20 @@ fn timed(cmd: &mut Command) -> (f64, u64) {
     (secs, usage.ru_maxrss as u64 * 1024)
 }
 
+/// The base64 SHA-256 of a host key line, as `ssh-keygen -l` prints it (without `SHA256:`).
+fn host_sha256(line: &str) -> String {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), line).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let fp = text.split_whitespace().nth(1).unwrap();
+    fp.trim_start_matches("SHA256:").to_owned()
+}
+
 fn obscure(pw: &str) -> String {
     let out = Command::new("rclone")
         .args(["obscure", pw])
@@ -244,7 +258,10 @@ async fn main() {
                 "--checkers",
                 "8",
                 "-q",
-            ]);
+            ])
+            // One stream per file, as wharf and curl do (rclone's multi-thread FTP download
+            // cuts data connections short, which vsftpd reports as failed transfers).
+            .args(["--multi-thread-streams", "0"]);
         c
     };
 
@@ -322,8 +339,10 @@ async fn main() {
             .arg(format!("{}:", ssh.user.name))
             .arg("--key")
             .arg(&ssh.client_key)
-            .arg("--knownhosts")
-            .arg(&known_hosts);
+            .arg("--pubkey")
+            .arg(format!("{}.pub", ssh.client_key.display()))
+            .arg("--hostpubsha256")
+            .arg(host_sha256(&ssh.host_key));
         }
         let (secs, rss) = timed(&mut curl);
         let (files, bytes) = dir_bytes(&d);
@@ -353,12 +372,17 @@ async fn main() {
         } else {
             r.mb_per_s() / base.mb_per_s()
         };
+        let files_per_s = if r.files > 1 {
+            format!("{:.0}", r.files_per_s())
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "{:<5} {:<14} {:<7} {:>9.0} {:>10.1} {:>6.1} MiB {:>12.2}x",
+            "{:<5} {:<14} {:<7} {:>9} {:>10.1} {:>6.1} MiB {:>12.2}x",
             r.server,
             r.what,
             r.tool,
-            r.files_per_s(),
+            files_per_s,
             r.mb_per_s(),
             r.rss as f64 / 1048576.0,
             ratio

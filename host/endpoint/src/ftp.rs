@@ -68,8 +68,9 @@ pub struct FtpConfig {
     pub tls: TlsSettings,
     /// Use `EPSV` (the passive address is then always the control connection's host).
     pub epsv: bool,
-    /// With `PASV`, connect to the control connection's address instead of the one the
-    /// server announces (servers behind NAT announce private addresses).
+    /// With `PASV`, always connect to the control connection's address instead of the one
+    /// the server announces: servers behind NAT announce private addresses, and a hostile
+    /// server could otherwise point data connections at a third host.
     pub nat_workaround: bool,
     /// The server's UTC offset in minutes: `LIST` timestamps carry no time zone.
     pub server_utc_offset_minutes: i32,
@@ -274,12 +275,6 @@ impl FtpEndpoint {
             .await
     }
 
-    fn list_time(&self, t: SystemTime) -> SystemTime {
-        let off = self.cfg.server_utc_offset_minutes;
-        let d = Duration::from_secs(u64::from(off.unsigned_abs()) * 60);
-        if off >= 0 { t - d } else { t + d }
-    }
-
     async fn list_once(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
         let abs = self.abs(dir);
         let mut c = self.conn().await?;
@@ -294,60 +289,12 @@ impl FtpEndpoint {
             (c.check(r)?, false)
         };
         drop(c);
-        let mut out = Vec::with_capacity(lines.len());
-        for line in lines {
-            let parsed = if mlsd {
-                let facts = line.split(' ').next().unwrap_or("").to_ascii_lowercase();
-                if facts.contains("type=cdir;") || facts.contains("type=pdir;") {
-                    continue;
-                }
-                ListParser::parse_mlsd(&line)
-            } else {
-                ListParser::parse_posix(&line).or_else(|_| ListParser::parse_dos(&line))
-            };
-            let f = match parsed {
-                Ok(f) => f,
-                Err(e) => {
-                    if !line.starts_with("total ") {
-                        tracing::warn!(%dir, %line, error = %e, "skipping an unparsable listing line");
-                    }
-                    continue;
-                }
-            };
-            let name = f.name();
-            if name == "." || name == ".." {
-                continue;
-            }
-            let path = match dir.join(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(%dir, error = %e, "skipping an unsafe remote name");
-                    continue;
-                }
-            };
-            let kind = if f.is_directory() {
-                EntryKind::Dir
-            } else if f.is_symlink() {
-                EntryKind::Symlink
-            } else if f.is_file() {
-                EntryKind::File
-            } else {
-                EntryKind::Other
-            };
-            let mtime = if mlsd {
-                f.modified()
-            } else {
-                self.list_time(f.modified())
-            };
-            out.push(Entry {
-                name: name.to_owned(),
-                path,
-                size: f.size() as u64,
-                mtime: Some(mtime),
-                kind,
-            });
-        }
-        Ok(out)
+        Ok(parse_listing(
+            dir,
+            &lines,
+            mlsd,
+            self.cfg.server_utc_offset_minutes,
+        ))
     }
 
     async fn stat_once(&self, path: &RemotePath) -> Result<Option<Entry>> {
@@ -444,6 +391,77 @@ impl FtpEndpoint {
             tracing::warn!(file = %abs, error = %e, "could not remove a temporary upload");
         }
     }
+}
+
+/// Turns MLSD or LIST lines (Unix or DOS format) into entries of `dir`. LIST times carry no
+/// time zone: they are read as UTC shifted by the server's offset. Unparsable lines and
+/// unsafe names are skipped with a warning.
+pub fn parse_listing(
+    dir: &RemotePath,
+    lines: &[String],
+    mlsd: bool,
+    utc_offset_minutes: i32,
+) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        let line = line.as_str();
+        let parsed = if mlsd {
+            let facts = line.split(' ').next().unwrap_or("").to_ascii_lowercase();
+            if facts.contains("type=cdir;") || facts.contains("type=pdir;") {
+                continue;
+            }
+            ListParser::parse_mlsd(line)
+        } else {
+            ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
+        };
+        let f = match parsed {
+            Ok(f) => f,
+            Err(e) => {
+                if !line.starts_with("total ") {
+                    tracing::warn!(%dir, %line, error = %e, "skipping an unparsable listing line");
+                }
+                continue;
+            }
+        };
+        let name = f.name();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let path = match dir.join(name) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%dir, error = %e, "skipping an unsafe remote name");
+                continue;
+            }
+        };
+        let kind = if f.is_directory() {
+            EntryKind::Dir
+        } else if f.is_symlink() {
+            EntryKind::Symlink
+        } else if f.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        let mtime = if mlsd {
+            f.modified()
+        } else {
+            list_time(f.modified(), utc_offset_minutes)
+        };
+        out.push(Entry {
+            name: name.to_owned(),
+            path,
+            size: f.size() as u64,
+            mtime: Some(mtime),
+            kind,
+        });
+    }
+    out
+}
+
+fn list_time(t: SystemTime, offset_minutes: i32) -> SystemTime {
+    let d = Duration::from_secs(u64::from(offset_minutes.unsigned_abs()) * 60);
+    if offset_minutes >= 0 { t - d } else { t + d }
 }
 
 enum ReadState {
@@ -662,4 +680,103 @@ pub fn cert_fingerprint(der: &[u8]) -> String {
 #[allow(dead_code)]
 fn _assert_send(e: Arc<FtpEndpoint>) -> impl Send {
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(t: Option<SystemTime>) -> u64 {
+        t.unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_unix_listings_with_a_time_zone() {
+        let dir = RemotePath::parse("in").unwrap();
+        let l = lines(&[
+            "total 8",
+            "-rw-r--r--    1 1001     1001          123 Jan 05  2024 inv 1.xml",
+            "drwxr-xr-x    2 1001     1001         4096 Jan 05  2024 sub",
+            "lrwxrwxrwx    1 0        0               7 Jan 05  2024 link -> target",
+            "drwxr-xr-x    2 1001     1001         4096 Jan 05  2024 ..",
+            "-rw-r--r--    1 1001     1001            9 Jan 05  2024 a\\b",
+            "garbage line",
+        ]);
+        let e = parse_listing(&dir, &l, false, 0);
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.name.as_str(), e.size, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("inv 1.xml", 123, EntryKind::File),
+                ("sub", 4096, EntryKind::Dir),
+                ("link", 7, EntryKind::Symlink),
+            ]
+        );
+        assert_eq!(e[0].path.as_string(), "in/inv 1.xml");
+        assert_eq!(secs(e[0].mtime), 1_704_412_800); // 2024-01-05T00:00:00Z
+        // The same listing from a server on UTC+01:00 and one on UTC-05:00.
+        assert_eq!(
+            secs(parse_listing(&dir, &l, false, 60)[0].mtime),
+            1_704_409_200
+        );
+        assert_eq!(
+            secs(parse_listing(&dir, &l, false, -300)[0].mtime),
+            1_704_430_800
+        );
+    }
+
+    #[test]
+    fn parses_dos_listings() {
+        let dir = RemotePath::root();
+        let l = lines(&[
+            "01-05-24  03:04PM       <DIR>          Sub Dir",
+            "01-05-24  03:04PM                  123 a.txt",
+        ]);
+        let e = parse_listing(&dir, &l, false, 0);
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.name.as_str(), e.size, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Sub Dir", 0, EntryKind::Dir),
+                ("a.txt", 123, EntryKind::File)
+            ]
+        );
+        assert_eq!(secs(e[1].mtime), 1_704_467_040); // 2024-01-05T15:04:00Z
+    }
+
+    #[test]
+    fn parses_mlsd_and_skips_the_directory_itself() {
+        let dir = RemotePath::root();
+        let l = lines(&[
+            "type=cdir;modify=20240105150400; /",
+            "type=pdir;modify=20240105150400; ..",
+            "type=file;size=5;modify=20240105150400; a b;c.txt",
+            "type=dir;modify=20240105150400; d",
+            "type=file;size=1;modify=20240105150400; ../escape",
+        ]);
+        let e = parse_listing(&dir, &l, true, 600);
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.name.as_str(), e.size, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("a b;c.txt", 5, EntryKind::File), ("d", 0, EntryKind::Dir)]
+        );
+        // MLSD times are UTC by definition: the offset does not apply.
+        assert_eq!(secs(e[0].mtime), 1_704_467_040);
+    }
 }
