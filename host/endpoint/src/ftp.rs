@@ -4,7 +4,6 @@ mod tls;
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -672,14 +671,10 @@ impl Endpoint for FtpEndpoint {
     }
 }
 
-/// Shared by [`FtpEndpoint`] and tests: the SHA-256 fingerprint format used for pinning.
+/// The SHA-256 of a DER certificate as lowercase hex: the format
+/// [`TlsSettings::pinned_sha256`] takes (colons and upper case are accepted there too).
 pub fn cert_fingerprint(der: &[u8]) -> String {
     tls::fingerprint(der)
-}
-
-#[allow(dead_code)]
-fn _assert_send(e: Arc<FtpEndpoint>) -> impl Send {
-    e
 }
 
 #[cfg(test)]
