@@ -210,6 +210,22 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Sends `sig` to the server and every process forked from it.
+    fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            let mut pids = descendants(pid);
+            pids.push(pid);
+            for p in pids {
+                // SAFETY: kill(2) on processes we started or that were forked from them.
+                unsafe {
+                    libc::kill(p as i32, sig);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
@@ -504,6 +520,17 @@ impl Vsftpd {
     /// Kills the server and all its sessions (as a crash would).
     pub fn kill(&mut self) {
         self.proc_.kill();
+    }
+
+    /// Freezes the server and its sessions (SIGSTOP): connections stay open but nothing
+    /// answers, as with a hung server or a dead network path.
+    pub fn pause(&self) {
+        self.proc_.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.proc_.signal(libc::SIGCONT);
     }
 
     /// Starts the server again with the same settings (after [`Vsftpd::kill`]).

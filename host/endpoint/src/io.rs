@@ -166,3 +166,31 @@ pub async fn read_all(mut r: impl AsyncRead + Unpin) -> Result<Vec<u8>> {
     r.read_to_end(&mut v).await.map_err(Error::Io)?;
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn progress_counts_from_the_start_offset() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let hook = {
+            let seen = seen.clone();
+            move |done: u64| seen.store(done, Ordering::Relaxed)
+        };
+        let data = vec![1u8; 100_000];
+        let r = ProgressReader::new(&data[..], hook, 500);
+        assert_eq!(read_all(r).await.unwrap().len(), 100_000);
+        assert_eq!(seen.load(Ordering::Relaxed), 100_500);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_reader_times_out() {
+        let (_tx, rx) = tokio::io::duplex(16);
+        let r = StallReader::new(rx, Duration::from_millis(50));
+        let err = read_all(r).await.unwrap_err();
+        assert!(matches!(err, Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut));
+    }
+}

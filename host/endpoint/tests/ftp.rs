@@ -373,3 +373,38 @@ async fn big_file_both_ways_in_bounded_memory() {
     let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
     big_round_trip(&ep, 1 << 30, 64 << 20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_transfer_and_hung_server_time_out() {
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    s.seed("big.bin", &pattern(32 * 1024 * 1024, 4)).unwrap();
+    let mut c = config(&s, FtpSecurity::Plain, pw);
+    c.common.stall_timeout = Duration::from_secs(1);
+    c.common.connect_timeout = Duration::from_secs(1);
+    c.common.retry.max_attempts = 1;
+    let ep = FtpEndpoint::new(c).unwrap();
+    let mut r = ep.open_read(&p("big.bin"), 0).await.unwrap();
+    let mut buf = vec![0u8; 1024 * 1024];
+    r.read_exact(&mut buf).await.unwrap();
+    s.pause();
+    // The data stops flowing: the read fails after the stall timeout instead of hanging.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let err = tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut rest))
+        .await
+        .expect("the stall timeout fired")
+        .expect_err("a stalled transfer is an error");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(r);
+    // A server that accepts connections but never greets: the connect timeout fires.
+    let err = tokio::time::timeout(Duration::from_secs(20), ep.list(&RemotePath::root()))
+        .await
+        .expect("the connect timeout fired")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.is_transient());
+    s.resume();
+    ep.list(&RemotePath::root()).await.unwrap();
+}
