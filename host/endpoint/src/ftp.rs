@@ -73,6 +73,9 @@ pub struct FtpConfig {
     pub nat_workaround: bool,
     /// The server's UTC offset in minutes: `LIST` timestamps carry no time zone.
     pub server_utc_offset_minutes: i32,
+    /// Use `SIZE` and `MDTM` when FEAT offers them (turn off for servers that answer them
+    /// wrongly; sizes then come from listings).
+    pub use_size_mdtm: bool,
     /// Pool, timeouts, retries, temporary names.
     pub common: CommonConfig,
 }
@@ -96,6 +99,7 @@ impl FtpConfig {
             epsv: true,
             nat_workaround: true,
             server_utc_offset_minutes: 0,
+            use_size_mdtm: true,
             common: CommonConfig::default(),
         }
     }
@@ -262,8 +266,8 @@ impl FtpEndpoint {
         let has = |k: &str| feat.keys().any(|f| f.eq_ignore_ascii_case(k));
         Ok(FtpConn {
             mlsd: has("MLST"),
-            mdtm: has("MDTM"),
-            size: has("SIZE"),
+            mdtm: has("MDTM") && self.cfg.use_size_mdtm,
+            size: has("SIZE") && self.cfg.use_size_mdtm,
             ftp,
         })
     }
@@ -348,11 +352,12 @@ impl FtpEndpoint {
         }
         drop(c);
         let parent = path.parent().unwrap_or_default();
-        Ok(self
-            .list_once(&parent)
-            .await?
-            .into_iter()
-            .find(|e| e.name == name))
+        match self.list_once(&parent).await {
+            Ok(entries) => Ok(entries.into_iter().find(|e| e.name == name)),
+            // The folder cannot be entered: nothing is reachable at `path` either.
+            Err(Error::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn open_once(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
@@ -554,7 +559,8 @@ impl Endpoint for FtpEndpoint {
         progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let temp = &self.cfg.common.temp;
-        let tmp_abs = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
+        let tmp = path.with_wrapped_name(&temp.prefix, &temp.suffix)?;
+        let tmp_abs = self.abs(&tmp);
         let final_abs = self.abs(path);
         let stall = self.cfg.common.stall_timeout;
         // Opening the upload reads nothing from `src` yet, so it can be retried (a pooled
@@ -587,8 +593,23 @@ impl Endpoint for FtpEndpoint {
             return Err(e);
         }
         let result: Result<()> = async {
-            let r = within(self.cfg.common.stall_timeout, c.ftp.size(&tmp_abs)).await;
-            let stored = c.check(r)? as u64;
+            let stored = if c.size {
+                let r = within(stall, c.ftp.size(&tmp_abs)).await;
+                c.check(r)? as u64
+            } else {
+                // No SIZE: read the size from a listing of the folder, on this connection.
+                let parent = tmp.parent().unwrap_or_default();
+                let r = within(stall, c.ftp.cwd(self.abs(&parent))).await;
+                c.check(r)?;
+                let r = within(stall, c.ftp.list(None)).await;
+                let lines = c.check(r)?;
+                let name = tmp.file_name().unwrap_or_default();
+                parse_listing(&parent, &lines, false, 0)
+                    .into_iter()
+                    .find(|e| e.name == name)
+                    .map(|e| e.size)
+                    .ok_or_else(|| Error::NotFound(tmp_abs.clone()))?
+            };
             if stored != sent {
                 return Err(Error::SizeMismatch {
                     path: tmp_abs.clone(),

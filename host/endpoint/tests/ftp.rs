@@ -47,6 +47,23 @@ async fn plain_ftp_conformance() {
     let log = s.log();
     assert!(log.contains("TYPE I"), "{log}");
     assert!(log.contains("EPSV"), "{log}");
+    assert!(log.contains("\"SIZE ") && log.contains("\"MDTM "), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_ftp_conformance_without_size_and_mdtm() {
+    // Sizes (stat, upload verification) then come from LIST.
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    let mut c = config(&s, FtpSecurity::Plain, pw);
+    c.use_size_mdtm = false;
+    conformance(&FtpEndpoint::new(c).unwrap()).await;
+    let log = s.log();
+    // (FEAT still advertises them; no command used them.)
+    assert!(
+        !log.contains("\"SIZE ") && !log.contains("\"MDTM "),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
