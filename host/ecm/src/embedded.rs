@@ -129,6 +129,9 @@ pub struct WorkflowRecord {
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
+/// Contents up to this size are buffered and written in one blocking step.
+const SMALL_BLOB: usize = 1 << 20;
+
 /// A store waiting for the next group commit.
 struct StoreJob {
     doc: NewDocument,
@@ -220,13 +223,10 @@ fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
 }
 
 fn get_node(c: &Connection, id: NodeId) -> Result<Node> {
-    c.query_row(
-        &format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"),
-        [id.0],
-        node_row,
-    )
-    .optional()?
-    .ok_or_else(|| EcmError::not_found(format!("node {id}")))
+    c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"))?
+        .query_row([id.0], node_row)
+        .optional()?
+        .ok_or_else(|| EcmError::not_found(format!("node {id}")))
 }
 
 fn audit_in(
@@ -237,8 +237,7 @@ fn audit_in(
     sha: Option<&str>,
     detail: &str,
 ) -> Result<()> {
-    c.execute(
-        "INSERT INTO audit (at, action, actor, node, sha256, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    c.prepare_cached("INSERT INTO audit (at, action, actor, node, sha256, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
         params![now_secs(), action, actor, node.map(|n| n.0), sha, detail],
     )?;
     Ok(())
@@ -281,6 +280,9 @@ impl Embedded {
         root.create_dir_all("blobs")?;
         root.create_dir_all("tmp")?;
         let blobs = root.open_dir("blobs")?;
+        for i in 0..=255u8 {
+            blobs.create_dir_all(format!("{i:02x}"))?;
+        }
         let tmp = root.open_dir("tmp")?;
         let conn = Connection::open(state.join("repository.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -350,7 +352,10 @@ impl Embedded {
             for f in sub.entries()? {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().into_owned();
-                if is_sha(&name) && referenced.contains(&name) {
+                if name.ends_with(".part") {
+                    sub.remove_file(f.file_name())?;
+                    report.temp_files_removed += 1;
+                } else if is_sha(&name) && referenced.contains(&name) {
                     present.insert(name);
                 } else {
                     sub.remove_file(f.file_name())?;
@@ -392,21 +397,68 @@ impl Embedded {
         &self,
         reader: &mut R,
     ) -> Result<NewBlob> {
+        // Read the beginning: small contents (the common case) are hashed,
+        // written, synced and renamed in one blocking step.
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut head = Vec::new();
+        let mut eof = false;
+        while head.len() < SMALL_BLOB {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let tmp_dir = self.inner.tmp.try_clone()?;
+        let blobs = self.inner.blobs.try_clone()?;
         let tmp_name = format!(
             "{:016x}-{:08x}.part",
             rand::random::<u64>(),
             std::process::id()
         );
-        let tmp_dir = self.inner.tmp.try_clone()?;
+        if eof {
+            return tokio::task::spawn_blocking(move || -> Result<NewBlob> {
+                use std::io::Write;
+                let sha = hex::encode(Sha256::digest(&head));
+                let blob = NewBlob {
+                    sha256: sha,
+                    size: head.len() as u64,
+                };
+                let target = blob_path(&blob.sha256);
+                if blobs.exists(&target) {
+                    // Same content is already stored durably.
+                    return Ok(blob);
+                }
+                // The temporary file sits beside its final name: the rename
+                // stays within one directory, spreading directory locks over
+                // the 256 fan-out folders.
+                let tmp = Path::new(&blob.sha256[..2]).join(format!("{}.{tmp_name}", blob.sha256));
+                let mut f = blobs.create(&tmp)?;
+                let written = f.write_all(&head).and_then(|_| f.sync_all());
+                drop(f);
+                if let Err(e) = written {
+                    let _ = blobs.remove_file(&tmp);
+                    return Err(e.into());
+                }
+                blobs.rename(&tmp, &blobs, &target)?;
+                Ok(blob)
+            })
+            .await
+            .map_err(EcmError::storage)?;
+        }
+        let dir = tmp_dir.try_clone()?;
         let name = tmp_name.clone();
-        let file = tokio::task::spawn_blocking(move || tmp_dir.create(&name))
+        let file = tokio::task::spawn_blocking(move || dir.create(&name))
             .await
             .map_err(EcmError::storage)??;
         let mut file = tokio::fs::File::from_std(file.into_std());
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
+        hasher.update(&head);
+        let mut size = head.len() as u64;
         let result: Result<()> = async {
+            file.write_all(&head).await?;
+            drop(std::mem::take(&mut head));
             loop {
                 let n = reader.read(&mut buf).await?;
                 if n == 0 {
@@ -422,13 +474,11 @@ impl Embedded {
         }
         .await;
         drop(file);
-        let tmp_dir = self.inner.tmp.try_clone()?;
         if let Err(e) = result {
             let _ = tmp_dir.remove_file(&tmp_name);
             return Err(e);
         }
         let sha = hex::encode(hasher.finalize());
-        let blobs = self.inner.blobs.try_clone()?;
         let sha2 = sha.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let target = blob_path(&sha2);
@@ -568,10 +618,10 @@ impl Embedded {
         let mut outcomes = Vec::with_capacity(jobs.len());
         for j in jobs {
             let r = (|| -> Result<Stored> {
-                tx.execute_batch("SAVEPOINT store")?;
+                tx.prepare_cached("SAVEPOINT store")?.execute([])?;
                 match store_tx(&tx, &actor, &j.doc, &j.blob, j.strict) {
                     Ok(s) => {
-                        tx.execute_batch("RELEASE store")?;
+                        tx.prepare_cached("RELEASE store")?.execute([])?;
                         Ok(s)
                     }
                     Err(e) => {
@@ -902,21 +952,21 @@ fn insert_container(
 }
 
 fn latest_sha(c: &Connection, node: NodeId) -> Result<Option<String>> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT sha256 FROM versions WHERE node = ?1 ORDER BY number DESC LIMIT 1",
-        [node.0],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([node.0], |r| r.get(0))
     .optional()?)
 }
 
 fn child_id(c: &Connection, parent: NodeId, name: &str) -> Result<Option<(NodeId, i64)>> {
-    Ok(c.query_row(
-        "SELECT id, subtype FROM nodes WHERE parent = ?1 AND name = ?2",
-        params![parent.0, name],
-        |r| Ok((NodeId(r.get(0)?), r.get(1)?)),
+    Ok(
+        c.prepare_cached("SELECT id, subtype FROM nodes WHERE parent = ?1 AND name = ?2")?
+            .query_row(params![parent.0, name], |r| {
+                Ok((NodeId(r.get(0)?), r.get(1)?))
+            })
+            .optional()?,
     )
-    .optional()?)
 }
 
 fn add_version(
@@ -926,11 +976,9 @@ fn add_version(
     blob: &NewBlob,
     name: &str,
 ) -> Result<u32> {
-    let n: i64 = c.query_row(
-        "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE node = ?1",
-        [node.0],
-        |r| r.get(0),
-    )?;
+    let n: i64 = c
+        .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE node = ?1")?
+        .query_row([node.0], |r| r.get(0))?;
     c.prepare_cached(
         "INSERT INTO versions (node, number, sha256, size, mime, file_name, description, created) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -945,10 +993,8 @@ fn add_version(
         doc.description,
         now_secs()
     ])?;
-    c.execute(
-        "UPDATE nodes SET modified = ?1 WHERE id = ?2",
-        params![now_secs(), node.0],
-    )?;
+    c.prepare_cached("UPDATE nodes SET modified = ?1 WHERE id = ?2")?
+        .execute(params![now_secs(), node.0])?;
     Ok(n as u32)
 }
 

@@ -436,7 +436,14 @@ async fn uploads_multipart_with_body_and_file_and_maps_collisions() {
         200,
         &empty,
     );
-    look.times = 10;
+    look.times = 100;
+    let mut collide = on(
+        Method::POST,
+        "/otcs/cs.exe/api/v2/nodes",
+        409,
+        r#"{"error":"An item with the name 'y.pdf' already exists."}"#,
+    );
+    collide.times = 100;
     let r = serve(vec![
         look,
         on(
@@ -469,6 +476,7 @@ async fn uploads_multipart_with_body_and_file_and_maps_collisions() {
             400,
             r#"{"error":"An item with the name 'y.pdf' already exists."}"#,
         ),
+        collide,
     ])
     .await;
     let data = b"%PDF-1.7 captured".to_vec();

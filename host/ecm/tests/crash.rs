@@ -81,7 +81,7 @@ fn crash_child() {
         if mode == "partial" {
             let d = doc(f, "partial.bin", b"", CollisionPolicy::Reject);
             let _ = repo
-                .store_document(&d, &StallingSource(vec![7u8; 300_000]))
+                .store_document(&d, &StallingSource(vec![7u8; 3 << 20]))
                 .await;
         } else {
             repo.set_before_commit_hook(|| {
