@@ -1,5 +1,6 @@
 //! The `wharf` command line: parses arguments and delegates to the library.
 
+mod ecm;
 mod plugin;
 
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ pub enum Command {
     /// Work with partner plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Look inside the embedded ECM repository, or serve it over the
+    /// Content Server REST subset (development and test server).
+    #[command(subcommand)]
+    Ecm(ecm::EcmCommand),
 }
 
 /// Run the command line; the exit code says how it went.
@@ -33,6 +38,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Ecm(cmd) => ecm::run(cmd),
     };
     match result {
         Ok(code) => code,
