@@ -3,11 +3,12 @@
 //! guarantees; each partner's rules are a sandboxed WebAssembly plugin.
 //!
 //! This crate is the runtime. Its modules follow the architecture:
-//! [`plugin`] (the sandboxed plugin host), [`ledger`] (durable claims that make
+//! [`config`] (`wharf.toml`), [`plugin`] (the sandboxed plugin host), [`ledger`] (durable claims that make
 //! transfers exactly-once) and [`cli`] (the `wharf` command).
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod ledger;
 pub mod plugin;

@@ -103,3 +103,32 @@ fn missing_component_is_a_usage_error_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_reports_every_problem_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wharf.toml");
+    std::fs::write(
+        &file,
+        "[[partner]]\nid = \"acme\"\nplugin = \"nope.wasm\"\nendpoint = \"ftp://127.0.0.1/\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = wharf(&["config", "check", "-c", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wharf.toml:5: partner[0].password: secrets are never read"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    std::fs::write(
+        &file,
+        "[[partner]]\nid = \"acme\"\nplugin = \"nope.wasm\"\nendpoint = \"ftp://127.0.0.1/\"\npassword_env = \"ACME_PW\"\n",
+    )
+    .unwrap();
+    let out = wharf(&["config", "check", "-c", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wharf.toml:3: partner[0].plugin:"), "{err}");
+}

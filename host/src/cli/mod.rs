@@ -1,5 +1,6 @@
 //! The `wharf` command line: parses arguments and delegates to the library.
 
+mod config;
 mod ecm;
 mod plugin;
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Content Server REST subset (development and test server).
     #[command(subcommand)]
     Ecm(ecm::EcmCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Run the command line; the exit code says how it went.
@@ -39,6 +43,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Ecm(cmd) => ecm::run(cmd),
+        Command::Config(cmd) => config::run(cmd),
     };
     match result {
         Ok(code) => code,
