@@ -62,19 +62,14 @@ impl Default for RuntimeConfig {
 }
 
 /// The repository.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum EcmConfig {
     /// The embedded store under the state directory.
+    #[default]
     Embedded,
     /// An OpenText Content Server.
     Otcs(OtcsConfig),
-}
-
-impl Default for EcmConfig {
-    fn default() -> Self {
-        EcmConfig::Embedded
-    }
 }
 
 /// An OpenText Content Server connection.
