@@ -88,8 +88,12 @@ fn dir_bytes(d: &Path) -> (usize, u64) {
     (n, b)
 }
 
-async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path) -> (f64, u64) {
-    let local = Arc::new(LocalEndpoint::open(dst, TempNaming::default()).unwrap());
+async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64) {
+    let local = Arc::new(
+        LocalEndpoint::open(dst, TempNaming::default())
+            .unwrap()
+            .with_sync(sync),
+    );
     reset_peak_rss();
     let t = Instant::now();
     let entries = ep.list(&RemotePath::parse("small").unwrap()).await.unwrap();
@@ -114,8 +118,10 @@ async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path) -> (f64, u64) {
     (t.elapsed().as_secs_f64(), peak_rss_bytes())
 }
 
-async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path) -> (f64, u64) {
-    let local = LocalEndpoint::open(dst, TempNaming::default()).unwrap();
+async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64) {
+    let local = LocalEndpoint::open(dst, TempNaming::default())
+        .unwrap()
+        .with_sync(sync);
     reset_peak_rss();
     let t = Instant::now();
     let mut r = ep
@@ -268,20 +274,22 @@ async fn main() {
     let mut rows = Vec::new();
     let sftp_root = ssh.root.display().to_string();
     for (server, ep) in [("ftp", ftp_ep.clone()), ("sftp", sftp_ep.clone())] {
-        // Small files.
-        let d = fresh_dir(work.path(), "w-small");
-        let (secs, rss) = wharf_small(ep.clone(), &d).await;
-        let (files, bytes) = dir_bytes(&d);
-        assert_eq!(files, SMALL_FILES);
-        rows.push(Row {
-            server,
-            tool: "wharf",
-            what: "1000 x 10 KiB",
-            secs,
-            files,
-            bytes,
-            rss,
-        });
+        // Small files: wharf with fsync per file (its default), then without.
+        for (tool, sync) in [("wharf", true), ("wharf*", false)] {
+            let d = fresh_dir(work.path(), "w-small");
+            let (secs, rss) = wharf_small(ep.clone(), &d, sync).await;
+            let (files, bytes) = dir_bytes(&d);
+            assert_eq!(files, SMALL_FILES);
+            rows.push(Row {
+                server,
+                tool,
+                what: "1000 x 10 KiB",
+                secs,
+                files,
+                bytes,
+                rss,
+            });
+        }
         let d = fresh_dir(work.path(), "r-small");
         let (secs, rss) = timed(&mut rclone(&format!("{server}:small"), &d));
         let (files, bytes) = dir_bytes(&d);
@@ -297,19 +305,21 @@ async fn main() {
         });
 
         // The large file.
-        let d = fresh_dir(work.path(), "w-large");
-        let (secs, rss) = wharf_large(ep.clone(), &d).await;
-        let (files, bytes) = dir_bytes(&d);
-        assert_eq!(bytes, large);
-        rows.push(Row {
-            server,
-            tool: "wharf",
-            what: "1 large file",
-            secs,
-            files,
-            bytes,
-            rss,
-        });
+        for (tool, sync) in [("wharf", true), ("wharf*", false)] {
+            let d = fresh_dir(work.path(), "w-large");
+            let (secs, rss) = wharf_large(ep.clone(), &d, sync).await;
+            let (files, bytes) = dir_bytes(&d);
+            assert_eq!(bytes, large);
+            rows.push(Row {
+                server,
+                tool,
+                what: "1 large file",
+                secs,
+                files,
+                bytes,
+                rss,
+            });
+        }
         let d = fresh_dir(work.path(), "r-large");
         let (secs, rss) = timed(&mut rclone(&format!("{server}:large"), &d));
         let (files, bytes) = dir_bytes(&d);
@@ -390,6 +400,7 @@ async fn main() {
     }
     println!(
         "\n(wharf peak RSS is this whole process's high-water mark, reset before each run; \
-         {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB)"
+         {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB;\n \
+         wharf fsyncs each file before renaming it into place, wharf* does not, like rclone and curl)"
     );
 }
