@@ -390,6 +390,9 @@ pub struct VsftpdOptions {
     pub tls: FtpTls,
     /// vsftpd's `max_per_ip`.
     pub max_per_ip: u32,
+    /// The address announced in `PASV` replies (a loopback address other than 127.0.0.1
+    /// stands in for the private address of a server behind NAT).
+    pub pasv_address: String,
 }
 
 impl Default for VsftpdOptions {
@@ -397,6 +400,7 @@ impl Default for VsftpdOptions {
         Self {
             tls: FtpTls::None,
             max_per_ip: 50,
+            pasv_address: "127.0.0.1".into(),
         }
     }
 }
@@ -436,13 +440,14 @@ impl Vsftpd {
              background=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
              local_umask=022\nchroot_local_user=YES\nallow_writeable_chroot=YES\n\
              local_root={root}\npam_service_name=vsftpd\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
-             seccomp_sandbox=NO\npasv_enable=YES\npasv_address=127.0.0.1\n\
+             seccomp_sandbox=NO\npasv_enable=YES\npasv_address={pasv_addr}\n\
              pasv_min_port={pasv}\npasv_max_port={pasv_max}\nmax_per_ip={max}\nmax_clients=500\n\
              use_localtime=NO\nlog_ftp_protocol=YES\nxferlog_enable=YES\nvsftpd_log_file={log}\n\
              userlist_enable=NO\nforce_dot_files=YES\nidle_session_timeout=120\ndata_connection_timeout=60\n",
             root = root.display(),
             pasv_max = pasv + 99,
             max = opts.max_per_ip,
+            pasv_addr = opts.pasv_address,
             log = log.display(),
         );
         let ca = if opts.tls == FtpTls::None {

@@ -199,6 +199,7 @@ async fn main() {
     let ftp = Vsftpd::start(VsftpdOptions {
         tls: FtpTls::None,
         max_per_ip: 50,
+        ..Default::default()
     })
     .expect("vsftpd");
     let ssh = Sshd::start().expect("sshd");

@@ -222,6 +222,7 @@ async fn connection_cap_with_parallel_work_completes() {
     let s = Vsftpd::start(VsftpdOptions {
         tls: FtpTls::None,
         max_per_ip: 2,
+        ..Default::default()
     })
     .unwrap();
     let (_f, pw) = password_file(&s);
@@ -424,4 +425,39 @@ async fn stalled_transfer_and_hung_server_time_out() {
     assert!(err.is_transient());
     s.resume();
     ep.list(&RemotePath::root()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_workaround_uses_the_control_address() {
+    // The server announces 127.0.0.2 in PASV replies, as a server behind NAT announces its
+    // private address; its data ports only answer on 127.0.0.1.
+    let s = Vsftpd::start(VsftpdOptions {
+        pasv_address: "127.0.0.2".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let (_f, pw) = password_file(&s);
+    s.seed("x.txt", b"behind nat").unwrap();
+    let mut c = config(&s, FtpSecurity::Plain, pw);
+    c.epsv = false;
+    c.nat_workaround = true;
+    let ep = FtpEndpoint::new(c.clone()).unwrap();
+    let mut v = Vec::new();
+    ep.open_read(&p("x.txt"), 0)
+        .await
+        .unwrap()
+        .read_to_end(&mut v)
+        .await
+        .unwrap();
+    assert_eq!(v, b"behind nat");
+    assert!(
+        s.log().contains("127,0,0,2"),
+        "the server announced the other address"
+    );
+
+    // Without the workaround the announced address is used, and nothing answers there.
+    c.nat_workaround = false;
+    c.common.retry.max_attempts = 1;
+    let ep = FtpEndpoint::new(c).unwrap();
+    assert!(ep.list(&RemotePath::root()).await.is_err());
 }
