@@ -292,3 +292,44 @@ async fn big_file_both_ways_in_bounded_memory() {
     let ep = SftpEndpoint::new(key_config(&s)).unwrap();
     big_round_trip(&ep, 1 << 30, 64 << 20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_to_a_killed_server_fails_cleanly_then_succeeds_after_restart() {
+    let mut s = server();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    ep.list(&RemotePath::root()).await.unwrap();
+    let (tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let feeder = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut tx = tx;
+        let chunk = vec![7u8; 64 * 1024];
+        while tx.write_all(&chunk).await.is_ok() {}
+    });
+    let target = p("up.bin");
+    let upload = ep.write_atomic(&target, &mut rx, None);
+    let killer = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(s.root.join(".up.bin.part")).map_or(true, |m| m.len() == 0) {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.kill();
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(upload, killer)
+    })
+    .await
+    .expect("no hang");
+    assert!(result.is_err());
+    drop(rx);
+    feeder.await.unwrap();
+    assert!(
+        !s.root.join("up.bin").exists(),
+        "no final file from a failed upload"
+    );
+    s.restart().unwrap();
+    ep.write_atomic(&p("up.bin"), &mut &b"second try"[..], None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(s.root.join("up.bin")).unwrap(), b"second try");
+}
