@@ -158,7 +158,13 @@ fn retry_locked(mut f: impl FnMut() -> Result<()>) -> Result<()> {
     loop {
         match f() {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
+            // /etc/passwd locked by another useradd, or processes of the user still exiting.
+            Err(e)
+                if Instant::now() < deadline
+                    && ["lock", "used by process"]
+                        .iter()
+                        .any(|m| format!("{e:#}").contains(m)) =>
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(e),
@@ -200,12 +206,22 @@ impl Proc {
             // SAFETY: kill(2) on the process group we created and on processes forked from it.
             unsafe {
                 libc::kill(-(child.id() as i32), libc::SIGKILL);
-                for pid in pids {
-                    libc::kill(pid as i32, libc::SIGKILL);
+                for pid in &pids {
+                    libc::kill(*pid as i32, libc::SIGKILL);
                 }
             }
             let _ = child.kill();
             let _ = child.wait();
+            // Killed sessions vanish asynchronously (reparented, then reaped): wait for them so
+            // that their user can be deleted.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && pids
+                    .iter()
+                    .any(|p| Path::new(&format!("/proc/{p}")).exists())
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
