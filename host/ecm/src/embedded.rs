@@ -148,6 +148,8 @@ struct Inner {
     actor: String,
     before_commit: Mutex<Option<Hook>>,
     pending: Mutex<Vec<StoreJob>>,
+    /// Held (locked) while this process may reconcile the blob store.
+    _owner_lock: Option<std::fs::File>,
 }
 
 /// The embedded repository. Cheap to clone; clones share one store.
@@ -284,6 +286,19 @@ impl Embedded {
             blobs.create_dir_all(format!("{i:02x}"))?;
         }
         let tmp = root.open_dir("tmp")?;
+        // Only the process holding this lock reconciles: another process
+        // (e.g. `wharf ecm ls` beside a running server) must not remove the
+        // blobs the owner has written but not yet committed.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(state.join("owner.lock"))?;
+        let owner_lock = match lock.try_lock() {
+            Ok(()) => Some(lock),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        };
         let conn = Connection::open(state.join("repository.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Each commit is fsynced: the flows rely on a stored document staying stored.
@@ -305,9 +320,15 @@ impl Embedded {
                 actor: "wharf".into(),
                 before_commit: Mutex::new(None),
                 pending: Mutex::new(Vec::new()),
+                _owner_lock: owner_lock,
             }),
         };
-        let report = me.reconcile()?;
+        let report = if me.inner._owner_lock.is_some() {
+            me.reconcile()?
+        } else {
+            tracing::debug!("another process owns the store; not reconciling");
+            Reconciled::default()
+        };
         if report != Reconciled::default() {
             tracing::info!(?report, "repository reconciled");
         }

@@ -206,3 +206,21 @@ async fn crash_while_writing_a_blob() {
     );
     assert_eq!(repo.children(f).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_opener_does_not_reconcile_the_owners_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, _) = Embedded::open(dir.path()).await.unwrap();
+    // An unreferenced blob, as the owner has between blob write and commit.
+    let h = sha(LOST);
+    std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h), LOST).unwrap();
+    // Within one process the lock is per open file, so a second open
+    // stands for a second process here.
+    let (viewer, report) = Embedded::open(dir.path()).await.unwrap();
+    assert_eq!(report, Default::default());
+    assert!(blob_exists(dir.path(), LOST));
+    drop(viewer);
+    drop(owner);
+    let (_, report) = Embedded::open(dir.path()).await.unwrap();
+    assert_eq!(report.orphan_blobs_removed, 1);
+}
