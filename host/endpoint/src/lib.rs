@@ -80,6 +80,8 @@ pub trait Endpoint: Send + Sync {
     }
 
     /// Opens a file for reading, starting `offset` bytes in (to resume an interrupted transfer).
+    /// The stream holds one of the endpoint's pooled connections until it is dropped; a
+    /// stream that ends early or fails yields an error, never a silent end of file.
     async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<ReadStream>;
 
     /// Writes `src` to `path` atomically: the bytes go to a temporary name in the same
