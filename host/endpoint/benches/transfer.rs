@@ -3,7 +3,8 @@
 //! from the same servers, `rclone copy` (and `curl` for the large file).
 //!
 //! Run: `cargo bench -p wharf-endpoint --bench transfer` (as root: it installs and starts the
-//! servers). `WHARF_BENCH_LARGE_MIB` sets the large file's size (default 1024).
+//! servers). `WHARF_BENCH_LARGE_MIB` sets the large file's size (default 1024),
+//! `WHARF_BENCH_REPS` the number of rounds whose median is printed (default 3).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +23,7 @@ const SMALL_SIZE: usize = 10 * 1024;
 /// Parallel transfers, for wharf and rclone alike.
 const TRANSFERS: usize = 4;
 
+#[derive(Clone, Copy)]
 struct Row {
     server: &'static str,
     tool: &'static str,
@@ -39,6 +41,31 @@ impl Row {
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / self.secs / 1e6
     }
+}
+
+/// One row per (server, workload, tool): the median time over the rounds, the largest RSS.
+fn median_rows(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in &rows {
+        if out
+            .iter()
+            .any(|o| (o.server, o.what, o.tool) == (r.server, r.what, r.tool))
+        {
+            continue;
+        }
+        let same: Vec<&Row> = rows
+            .iter()
+            .filter(|o| (o.server, o.what, o.tool) == (r.server, r.what, r.tool))
+            .collect();
+        let mut secs: Vec<f64> = same.iter().map(|o| o.secs).collect();
+        secs.sort_by(f64::total_cmp);
+        out.push(Row {
+            secs: secs[secs.len() / 2],
+            rss: same.iter().map(|o| o.rss).max().unwrap_or(0),
+            ..*r
+        });
+    }
+    out
 }
 
 fn seed(root: &Path, owner: &str, large: u64) {
@@ -272,9 +299,16 @@ async fn main() {
         c
     };
 
+    let reps: usize = std::env::var("WHARF_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let mut rows = Vec::new();
     let sftp_root = ssh.root.display().to_string();
-    for (server, ep) in [("ftp", ftp_ep.clone()), ("sftp", sftp_ep.clone())] {
+    // Rounds alternate the tools on a shared machine; the median round is reported.
+    let rounds = (0..reps).flat_map(|_| [("ftp", ftp_ep.clone()), ("sftp", sftp_ep.clone())]);
+    for (server, ep) in rounds {
         // Small files: wharf with fsync per file (its default), then without.
         for (tool, sync) in [("wharf", true), ("wharf*", false)] {
             let d = fresh_dir(work.path(), "w-small");
@@ -369,6 +403,7 @@ async fn main() {
         });
     }
 
+    let rows = median_rows(rows);
     println!(
         "\n{:<5} {:<14} {:<7} {:>9} {:>10} {:>9} {:>13}",
         "proto", "workload", "tool", "files/s", "MB/s", "peak RSS", "vs rclone"
@@ -400,7 +435,7 @@ async fn main() {
         );
     }
     println!(
-        "\n(wharf peak RSS is this whole process's high-water mark, reset before each run; \
+        "\n(median of {reps} rounds; wharf peak RSS is this whole process's high-water mark, reset before each run; \
          {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB;\n \
          wharf fsyncs each file before renaming it into place, wharf* does not, like rclone and curl)"
     );
