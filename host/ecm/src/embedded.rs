@@ -456,7 +456,7 @@ impl Embedded {
                 // the 256 fan-out folders.
                 let tmp = Path::new(&blob.sha256[..2]).join(format!("{}.{tmp_name}", blob.sha256));
                 let mut f = blobs.create(&tmp)?;
-                let written = f.write_all(&head).and_then(|_| f.sync_all());
+                let written = f.write_all(&head).and_then(|_| f.sync_data());
                 drop(f);
                 if let Err(e) = written {
                     let _ = blobs.remove_file(&tmp);
@@ -490,7 +490,7 @@ impl Embedded {
                 size += n as u64;
             }
             file.flush().await?;
-            file.sync_all().await?;
+            file.sync_data().await?;
             Ok(())
         }
         .await;
@@ -623,6 +623,24 @@ impl Embedded {
         // Another thread may have committed our job already.
         let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
         if jobs.is_empty() {
+            return;
+        }
+        // Make the blobs' directory entries durable before the metadata
+        // that references them: one fsync per touched fan-out folder per batch.
+        let mut dirs: Vec<&str> = jobs.iter().map(|j| &j.blob.sha256[..2]).collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        // (cap-std opens directories with O_PATH, which cannot be synced; the
+        // path is ours: the state directory, `blobs` and two hex digits.)
+        let root = self.inner.state.join("blobs");
+        let synced: std::io::Result<()> = dirs
+            .iter()
+            .try_for_each(|d| std::fs::File::open(root.join(d)).and_then(|f| f.sync_all()));
+        if let Err(e) = synced {
+            let e = EcmError::from(e);
+            for j in jobs {
+                let _ = j.reply.send(Err(e.clone()));
+            }
             return;
         }
         let actor = self.inner.actor.clone();
