@@ -177,6 +177,13 @@ fn blob_path(sha: &str) -> PathBuf {
     Path::new(&sha[..2]).join(sha)
 }
 
+/// Make a directory's entries durable (after a rename into it). cap-std
+/// opens directories with O_PATH, which cannot be synced; the path is ours:
+/// the state directory, `blobs` and two hex digits.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
 fn is_sha(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -438,6 +445,7 @@ impl Embedded {
             rand::random::<u64>(),
             std::process::id()
         );
+        let blob_root = self.inner.state.join("blobs");
         if eof {
             return tokio::task::spawn_blocking(move || -> Result<NewBlob> {
                 use std::io::Write;
@@ -451,6 +459,7 @@ impl Embedded {
                     // Same content is already stored durably.
                     return Ok(blob);
                 }
+                let dir_path = blob_root.join(&blob.sha256[..2]);
                 // The temporary file sits beside its final name: the rename
                 // stays within one directory, spreading directory locks over
                 // the 256 fan-out folders.
@@ -463,6 +472,7 @@ impl Embedded {
                     return Err(e.into());
                 }
                 blobs.rename(&tmp, &blobs, &target)?;
+                sync_dir(&dir_path)?;
                 Ok(blob)
             })
             .await
@@ -509,6 +519,7 @@ impl Embedded {
             } else {
                 blobs.create_dir_all(&sha2[..2])?;
                 tmp_dir.rename(&tmp_name, &blobs, &target)?;
+                sync_dir(&blob_root.join(&sha2[..2]))?;
             }
             Ok(())
         })
@@ -623,24 +634,6 @@ impl Embedded {
         // Another thread may have committed our job already.
         let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
         if jobs.is_empty() {
-            return;
-        }
-        // Make the blobs' directory entries durable before the metadata
-        // that references them: one fsync per touched fan-out folder per batch.
-        let mut dirs: Vec<&str> = jobs.iter().map(|j| &j.blob.sha256[..2]).collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        // (cap-std opens directories with O_PATH, which cannot be synced; the
-        // path is ours: the state directory, `blobs` and two hex digits.)
-        let root = self.inner.state.join("blobs");
-        let synced: std::io::Result<()> = dirs
-            .iter()
-            .try_for_each(|d| std::fs::File::open(root.join(d)).and_then(|f| f.sync_all()));
-        if let Err(e) = synced {
-            let e = EcmError::from(e);
-            for j in jobs {
-                let _ = j.reply.send(Err(e.clone()));
-            }
             return;
         }
         let actor = self.inner.actor.clone();
