@@ -229,8 +229,14 @@ async fn main() {
         ..Default::default()
     })
     .expect("vsftpd");
+    let ftps = Vsftpd::start(VsftpdOptions {
+        tls: FtpTls::Explicit,
+        ..Default::default()
+    })
+    .expect("vsftpd with TLS");
     let ssh = Sshd::start().expect("sshd");
     seed(&ftp.root, &ftp.user.name, large);
+    seed(&ftps.root, &ftps.user.name, large);
     seed(&ssh.root, &ssh.user.name, large);
     let work = tempfile::tempdir().unwrap();
     let pwfile = work.path().join("ftp.pw");
@@ -245,6 +251,20 @@ async fn main() {
     fc.security = FtpSecurity::Plain;
     fc.common = common();
     let ftp_ep: Arc<dyn Endpoint> = Arc::new(FtpEndpoint::new(fc).unwrap());
+
+    let ftps_pw = work.path().join("ftps.pw");
+    std::fs::write(&ftps_pw, &ftps.user.password).unwrap();
+    let ca = &ftps.ca.as_ref().expect("TLS server has a CA").ca_pem;
+    let mut fc = FtpConfig::new(
+        "127.0.0.1",
+        ftps.port,
+        ftps.user.name.clone(),
+        SecretSource::File(ftps_pw),
+    );
+    fc.security = FtpSecurity::Explicit;
+    fc.tls.ca_file = Some(ca.clone());
+    fc.common = common();
+    let ftps_ep: Arc<dyn Endpoint> = Arc::new(FtpEndpoint::new(fc).unwrap());
 
     let mut sc = SftpConfig::new(
         "127.0.0.1",
@@ -266,11 +286,17 @@ async fn main() {
         &rconf,
         format!(
             "[ftp]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\n\
+             [ftps]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\
+             explicit_tls = true\nno_check_certificate = true\ndisable_tls13 = true\n\n\
              [sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nkey_file = {}\n\
              known_hosts_file = {}\ndisable_hashcheck = true\nshell_type = none\n",
             ftp.port,
             ftp.user.name,
             obscure(&ftp.user.password),
+            TRANSFERS + 8 + 2,
+            ftps.port,
+            ftps.user.name,
+            obscure(&ftps.user.password),
             TRANSFERS + 8 + 2,
             ssh.port,
             ssh.user.name,
@@ -307,7 +333,13 @@ async fn main() {
     let mut rows = Vec::new();
     let sftp_root = ssh.root.display().to_string();
     // Rounds alternate the tools on a shared machine; the median round is reported.
-    let rounds = (0..reps).flat_map(|_| [("ftp", ftp_ep.clone()), ("sftp", sftp_ep.clone())]);
+    let rounds = (0..reps).flat_map(|_| {
+        [
+            ("ftp", ftp_ep.clone()),
+            ("ftps", ftps_ep.clone()),
+            ("sftp", sftp_ep.clone()),
+        ]
+    });
     for (server, ep) in rounds {
         // Small files: wharf with fsync per file (its default), then without.
         for (tool, sync) in [("wharf", true), ("wharf*", false)] {
@@ -371,7 +403,13 @@ async fn main() {
         let d = fresh_dir(work.path(), "c-large");
         let mut curl = Command::new("curl");
         curl.args(["-sS", "--fail", "-o"]).arg(d.join("big.bin"));
-        if server == "ftp" {
+        if server == "ftps" {
+            curl.arg(format!("ftp://127.0.0.1:{}/large/big.bin", ftps.port))
+                .args(["--ssl-reqd", "--cacert"])
+                .arg(ca)
+                .arg("-u")
+                .arg(format!("{}:{}", ftps.user.name, ftps.user.password));
+        } else if server == "ftp" {
             curl.arg(format!("ftp://127.0.0.1:{}/large/big.bin", ftp.port))
                 .arg("-u")
                 .arg(format!("{}:{}", ftp.user.name, ftp.user.password));
@@ -437,6 +475,7 @@ async fn main() {
     println!(
         "\n(median of {reps} rounds; wharf peak RSS is this whole process's high-water mark, reset before each run; \
          {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB;\n \
-         wharf fsyncs each file before renaming it into place, wharf* does not, like rclone and curl)"
+         wharf fsyncs each file before renaming it into place, wharf* does not, like rclone and curl;\n \
+         over FTPS wharf and curl verify the throwaway CA, rclone skips verification)"
     );
 }
