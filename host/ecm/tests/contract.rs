@@ -483,6 +483,37 @@ async fn many_children_page<R: Repository>(r: &R, _: &Embedded) {
     assert_eq!(kids.len(), 23);
     let names: HashSet<String> = kids.into_iter().map(|k| k.name).collect();
     assert_eq!(names.len(), 23);
+    // Search results span pages too (the client's page size is 7).
+    for i in 0..16 {
+        let data = format!("paged {i}").into_bytes();
+        let mut d = doc(f, &format!("P_{i:02}.csv"), &data, CollisionPolicy::Reject);
+        d.categories = vec![invoice(
+            "PAGED",
+            i,
+            if i % 4 == 0 { "Draft" } else { "Approved" },
+        )];
+        store(r, &d, &data).await.unwrap();
+    }
+    let mut q = SearchQuery {
+        location: Some(f),
+        name: None,
+        attributes: vec![AttributeFilter {
+            category: "Invoice".into(),
+            attribute: "Status".into(),
+            value: "Approved".into(),
+        }],
+        limit: None,
+    };
+    let found: HashSet<NodeId> = r
+        .search(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(found.len(), 12);
+    q.limit = Some(10);
+    assert_eq!(r.search(&q).await.unwrap().len(), 10);
 }
 
 async fn concurrent_stores<R: Repository>(r: &R, _: &Embedded) {
