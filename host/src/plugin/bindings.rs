@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use wharf::plugin::{config, content, ecm, ftp, log, types};
+pub use self::wharf::plugin::{config, content, ecm, ftp, log, types};
