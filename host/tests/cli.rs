@@ -132,3 +132,58 @@ fn config_check_reports_every_problem_with_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("wharf.toml:3: partner[0].plugin:"), "{err}");
 }
+
+#[test]
+fn ecm_commands_show_what_the_embedded_repository_holds() {
+    use sha2::Digest;
+    use wharf_ecm::{BytesSource, CollisionPolicy, NewDocument, NodeId, Repository};
+
+    let state = tempfile::tempdir().unwrap();
+    let content = b"invoice_no,amount\nA-1,10.00\n";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (repo, _) = wharf_ecm::embedded::Embedded::open(state.path())
+            .await
+            .unwrap();
+        let folder = repo
+            .ensure_folder(NodeId::ENTERPRISE, &["Invoices".to_string()])
+            .await
+            .unwrap();
+        let doc = NewDocument {
+            parent: folder,
+            name: "INV_1.csv".into(),
+            description: None,
+            mime_type: "text/csv".into(),
+            sha256: hex::encode(sha2::Sha256::digest(content)),
+            categories: Vec::new(),
+            policy: CollisionPolicy::Reject,
+        };
+        repo.store_document(&doc, &BytesSource(content.to_vec().into()))
+            .await
+            .unwrap();
+    });
+    let state_arg = state.path().to_str().unwrap();
+
+    let ls = wharf(&["ecm", "ls", "--state", state_arg, "/Invoices"]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(stdout(&ls).contains("INV_1.csv"), "{}", stdout(&ls));
+
+    let cat = wharf(&["ecm", "cat", "--state", state_arg, "/Invoices/INV_1.csv"]);
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert_eq!(cat.stdout, content);
+
+    let help = wharf(&["ecm", "serve", "--help"]);
+    assert!(
+        stdout(&help).contains("DEVELOPMENT AND TEST SERVER"),
+        "{}",
+        stdout(&help)
+    );
+}
