@@ -175,7 +175,12 @@ fn retry_locked(mut f: impl FnMut() -> Result<()>) -> Result<()> {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _g = USER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = retry_locked(|| run(Command::new("userdel").arg(&self.name)));
+        if let Err(e) = retry_locked(|| run(Command::new("userdel").arg(&self.name))) {
+            // Last resort: remove the account even if a straggling process still uses it.
+            if let Err(e2) = run(Command::new("userdel").arg("-f").arg(&self.name)) {
+                eprintln!("could not delete test user {}: {e:#}; {e2:#}", self.name);
+            }
+        }
     }
 }
 
