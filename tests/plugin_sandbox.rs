@@ -127,7 +127,10 @@ fn valid_invoice_is_filed_by_supplier_and_date_with_attributes_and_retention() {
         Some(AttributeValue::Date("2026-11-24".into()))
     );
     assert_eq!(attr("Line Count"), Some(AttributeValue::Integer(3)));
-    assert_eq!(attr("Total Amount"), Some(AttributeValue::Decimal(1650.39)));
+    assert_eq!(
+        attr("Total Amount"),
+        Some(AttributeValue::Decimal("1650.39".into()))
+    );
 }
 
 #[test]
@@ -293,7 +296,7 @@ fn escaping_targets_are_refused_as_invalid_decisions() {
     let hostile = load("hostile-target");
     let ctx = context(Limits::default());
     for name in [
-        "up.csv", "abs.csv", "nul.csv", "ctrl.csv", "name.csv", "ws.csv",
+        "up.csv", "abs.csv", "nul.csv", "ctrl.csv", "name.csv", "ws.csv", "esc.csv",
     ] {
         let err = decide_bytes(&hostile, &ctx, name, b"x").expect_err(name);
         assert!(
@@ -551,4 +554,49 @@ fn calls_beyond_the_slot_count_wait_instead_of_failing() {
             });
         }
     });
+}
+
+#[test]
+fn deadlines_hold_after_the_host_that_loaded_the_plugin_is_gone() {
+    let spin = {
+        let short_lived = PluginHost::new(HostConfig {
+            cache_dir: Some(compile_cache_dir()),
+            ..HostConfig::default()
+        })
+        .unwrap();
+        short_lived.load(&component("spin-forever")).unwrap()
+    };
+    let limits = Limits {
+        deadline_ms: 100,
+        ..Limits::default()
+    };
+    let err = decide_bytes(&spin, &context(limits), "a.csv", b"x").unwrap_err();
+    assert!(matches!(err.kind, FailureKind::Deadline(_)), "{err}");
+}
+
+#[test]
+fn limits_beyond_the_host_ceiling_are_refused_before_running() {
+    let trivial = load("trivial");
+    let limits = Limits {
+        memory_bytes: 8 * 1024 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let err = decide_bytes(&trivial, &context(limits), "a.csv", b"x").unwrap_err();
+    assert!(err.to_string().contains("invalid limits"), "{err}");
+}
+
+#[test]
+fn a_compile_cache_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = PluginHost::new(HostConfig {
+        cache_dir: Some(cache),
+        ..HostConfig::default()
+    })
+    .err()
+    .expect("a world-writable cache is refused");
+    assert!(err.to_string().contains("chmod 700"), "{err}");
 }

@@ -47,9 +47,26 @@ impl Rejection {
         }
     }
 
-    /// Add a key/value detail for the reviewer.
+    /// Add a key/value detail for the reviewer. The value often quotes the
+    /// partner's file, so it is cut to 512 characters and its control
+    /// characters are escaped: a hostile file stays a rejection, never an
+    /// invalid decision.
     pub fn detail(mut self, key: &str, value: impl ToString) -> Self {
-        self.details.push((key.to_string(), value.to_string()));
+        const MAX: usize = 512;
+        let raw = value.to_string();
+        let mut safe = String::with_capacity(raw.len().min(MAX + 1));
+        for (i, c) in raw.chars().enumerate() {
+            if i == MAX {
+                safe.push('…');
+                break;
+            }
+            if c.is_control() && c != '\t' {
+                safe.extend(c.escape_default());
+            } else {
+                safe.push(c);
+            }
+        }
+        self.details.push((key.to_string(), safe));
         self
     }
 }
@@ -158,14 +175,21 @@ impl Category {
         }
     }
 
-    /// Set attribute `name` to `value` (text, integer, decimal, boolean, or
-    /// a list of texts; use [`AttributeValue::Date`] for dates).
+    /// Set attribute `name` to `value` (text, integer, boolean, or a list of
+    /// texts; use [`Category::with_date`] and [`Category::with_decimal`] for
+    /// dates and decimal numbers).
     pub fn with(mut self, name: &str, value: impl Into<AttributeValue>) -> Self {
         self.attributes.push(crate::Attribute {
             name: name.to_string(),
             value: value.into(),
         });
         self
+    }
+
+    /// Set attribute `name` to an exact decimal number in plain notation
+    /// (`"1650.39"`); money never goes through binary floating point.
+    pub fn with_decimal(self, name: &str, decimal: &str) -> Self {
+        self.with(name, AttributeValue::Decimal(decimal.to_string()))
     }
 
     /// Set attribute `name` to an ISO 8601 date (`YYYY-MM-DD`).
@@ -189,11 +213,6 @@ impl From<i64> for AttributeValue {
         AttributeValue::Integer(value)
     }
 }
-impl From<f64> for AttributeValue {
-    fn from(value: f64) -> Self {
-        AttributeValue::Decimal(value)
-    }
-}
 impl From<bool> for AttributeValue {
     fn from(value: bool) -> Self {
         AttributeValue::Boolean(value)
@@ -202,5 +221,20 @@ impl From<bool> for AttributeValue {
 impl From<Vec<String>> for AttributeValue {
     fn from(value: Vec<String>) -> Self {
         AttributeValue::TextList(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_quoting_hostile_content_are_bounded_and_escaped() {
+        let r = Rejection::new("bad", "bad")
+            .detail("found", format!("a\0b\x1b[31m{}", "x".repeat(2000)));
+        let value = &r.details[0].1;
+        assert!(value.starts_with("a\\u{0}b\\u{1b}[31m"), "{value}");
+        assert!(value.chars().count() <= 530, "{}", value.len());
+        assert!(!value.chars().any(|c| c.is_control()));
     }
 }

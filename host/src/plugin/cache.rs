@@ -55,10 +55,32 @@ pub(crate) fn engine_fingerprint(engine: &Engine) -> String {
 }
 
 impl CompileCache {
-    /// Use (and create) `dir`.
+    /// Use (and create, private to this user) `dir`.
+    ///
+    /// Compiled code from the cache is run natively, so the folder must be
+    /// writable by nobody else: a folder owned by another user, or open to
+    /// the group or others for writing, is refused.
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+        }
+        let meta = std::fs::metadata(&dir)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "compile cache {} must be owned by this user and not writable by group or others (chmod 700)",
+                    dir.display()
+                ),
+            ));
+        }
         Ok(CompileCache { dir })
     }
 

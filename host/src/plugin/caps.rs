@@ -74,7 +74,8 @@ pub trait RepositoryLookup: Send + Sync {
     ) -> Result<Option<u64>, CapError>;
     /// Search documents.
     fn search(&self, query: &Search) -> Result<Vec<DocumentInfo>, CapError>;
-    /// The categories of a node.
+    /// The categories of a node. Implementations answer `Denied` for nodes
+    /// outside the partner's repository root.
     fn attributes(&self, node_id: u64) -> Result<Vec<Category>, CapError>;
 }
 
@@ -175,7 +176,12 @@ impl PartnerFiles for LocalPartnerFiles {
 
     fn read(&self, path: &str, max: usize) -> Result<Vec<u8>, CapError> {
         let file = self.root.open(path).map_err(|e| io_to_cap(e, path))?;
-        let size = file.metadata().map_err(|e| io_to_cap(e, path))?.len();
+        let meta = file.metadata().map_err(|e| io_to_cap(e, path))?;
+        // A FIFO or device would block the call or never end.
+        if !meta.is_file() {
+            return Err(CapError::Denied(format!("{path} is not a regular file")));
+        }
+        let size = meta.len();
         if size > max as u64 {
             return Err(CapError::Denied(format!(
                 "{path} is {size} bytes, above the {max}-byte limit"
@@ -203,7 +209,9 @@ impl PartnerFiles for LocalPartnerFiles {
             .map_err(|e| io_to_cap(e, &self.outbox))?;
         // Write under a temporary name and rename, so the partner never
         // sees a half-written file.
-        let temp = format!(".{name}.part");
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = format!(".{name}.{}-{n}.part", std::process::id());
         let mut file = outbox.create(&temp).map_err(|e| io_to_cap(e, name))?;
         file.write_all(data).map_err(|e| io_to_cap(e, name))?;
         file.sync_all().map_err(|e| io_to_cap(e, name))?;

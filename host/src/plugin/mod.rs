@@ -184,7 +184,7 @@ pub struct PluginHost {
     cache: Option<CompileCache>,
     config: HostConfig,
     slots: Arc<CallSlots>,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 /// What a component file holds, as read from its type.
@@ -218,7 +218,11 @@ struct PluginInner {
     summary: ComponentSummary,
     cache: CacheOutcome,
     fuel_metered: bool,
+    max_memory_bytes: u64,
     slots: Arc<CallSlots>,
+    // Deadlines need the epoch to advance for as long as any plugin lives,
+    // even after the host that loaded it is dropped.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl PluginHost {
@@ -226,14 +230,22 @@ impl PluginHost {
     pub fn new(config: HostConfig) -> Result<Self, LoadError> {
         let host_err = |e: wasmtime::Error| LoadError::Host(format!("{e:#}"));
         let mut pooling = PoolingAllocationConfig::new();
-        let slots = config.max_concurrent_calls.max(1);
+        let slots = config.max_concurrent_calls.clamp(1, 10_000);
+        // A Rust component holds a few core instances (its module plus
+        // adapter shims) and one or two memories and tables. Bounding each
+        // component keeps one hostile plugin from taking every pool slot;
+        // a component beyond the bounds is refused when it is loaded.
+        const CORE_INSTANCES: u32 = 16;
+        const MEMORIES: u32 = 2;
+        const TABLES: u32 = 16;
         pooling
             .total_component_instances(slots)
-            // A Rust component holds a few core instances (its module plus
-            // adapter shims) and one or two memories and tables each.
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
+            .max_core_instances_per_component(CORE_INSTANCES)
+            .max_memories_per_component(MEMORIES)
+            .max_tables_per_component(TABLES)
+            .total_core_instances(slots * CORE_INSTANCES)
+            .total_memories(slots * MEMORIES)
+            .total_tables(slots * TABLES)
             .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
             // Keep a little of each slot's memory mapped between calls:
             // resetting it is cheaper than faulting it in again.
@@ -256,7 +268,7 @@ impl PluginHost {
             None => None,
         };
         Ok(PluginHost {
-            _ticker: EpochTicker::start(engine.clone()),
+            ticker: Arc::new(EpochTicker::start(engine.clone())),
             engine,
             linker,
             cache,
@@ -324,7 +336,9 @@ impl PluginHost {
                 summary,
                 cache,
                 fuel_metered: self.config.fuel,
+                max_memory_bytes: self.config.max_memory_bytes,
                 slots: self.slots.clone(),
+                _ticker: self.ticker.clone(),
             }),
         };
         // Ask the plugin who it is: this also proves it instantiates and
@@ -416,6 +430,15 @@ impl Plugin {
     }
 
     fn start(&self, context: &Arc<PartnerContext>, subject: &str) -> Result<Call, PluginError> {
+        context
+            .limits
+            .validate(self.inner.max_memory_bytes, self.inner.fuel_metered)
+            .map_err(|e| {
+                self.fail(
+                    subject,
+                    FailureKind::Instantiate(format!("invalid limits: {e}")),
+                )
+            })?;
         let slot = self.inner.slots.acquire();
         let state = HostState::new(context.clone(), self.inner.label.clone());
         let mut store = Store::new(&self.inner.engine, state);
@@ -459,23 +482,32 @@ impl Plugin {
             Some(Trap::OutOfFuel) => {
                 FailureKind::OutOfFuel(context.limits.fuel.unwrap_or(u64::MAX))
             }
+            // A panic message names the real cause even when a refused
+            // growth came before it.
+            Some(_) if let Some(message) = output::panic_message(&stderr) => {
+                FailureKind::Panic(message)
+            }
             _ if store.data().limiter.denied => FailureKind::OutOfMemory {
                 cap: context.limits.memory_bytes,
             },
-            Some(trap) => match output::panic_message(&stderr) {
-                Some(message) => FailureKind::Panic(message),
-                None => FailureKind::Trap {
-                    trap: trap.to_string(),
-                    backtrace: error
-                        .downcast_ref::<wasmtime::WasmBacktrace>()
-                        .map(|bt| format!("\n{bt}"))
-                        .unwrap_or_default(),
-                },
+            Some(trap) => FailureKind::Trap {
+                trap: trap.to_string(),
+                backtrace: error
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|bt| format!("\n{bt}"))
+                    .unwrap_or_default(),
             },
-            None if error.to_string().contains("pooling")
-                || error.to_string().contains("limit") =>
+            None if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some() =>
             {
                 FailureKind::Instantiate(format!("{error:#}"))
+            }
+            None if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() => {
+                FailureKind::Trap {
+                    trap: format!("called exit with status {}", exit.0),
+                    backtrace: String::new(),
+                }
             }
             None => FailureKind::Trap {
                 trap: format!("{error:#}"),
@@ -491,6 +523,7 @@ impl Plugin {
         for (stream, captured) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
             let text = captured.text();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let line = state::printable(line);
                 tracing::info!(target: "wharf::plugin", plugin = &*self.inner.label, stream, "{line}");
             }
         }

@@ -25,24 +25,28 @@ const MAX_FTP_BYTES: usize = 1024 * 1024;
 /// Most search results handed to a plugin.
 const MAX_SEARCH_RESULTS: u32 = 1000;
 
-/// Denies memory growth beyond the cap and remembers that it did, so a trap
-/// that follows can be reported as out-of-memory.
+/// Denies memory growth that would take all of a call's linear memories
+/// together beyond the cap, and remembers that it did, so a trap that
+/// follows can be reported as out-of-memory.
 pub(crate) struct MemoryCap {
     pub(crate) cap: usize,
+    pub(crate) used: usize,
     pub(crate) denied: bool,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> WtResult<bool> {
-        if desired > self.cap {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.cap {
             self.denied = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -67,10 +71,14 @@ pub(crate) struct HostState {
     pub(crate) stderr: Captured,
     log_records: u32,
     pub(crate) logs_dropped: u32,
+    /// Past this instant capability calls refuse to start: epoch
+    /// interruption only stops wasm code, not a host call it is waiting on.
+    deadline: std::time::Instant,
 }
 
 impl HostState {
     pub(crate) fn new(context: Arc<PartnerContext>, plugin: Arc<str>) -> Self {
+        let context_deadline = context.limits.deadline();
         let stdout = Captured::default();
         let stderr = Captured::default();
         // Nothing ambient: no arguments, environment, preopened folders or
@@ -88,6 +96,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: MemoryCap {
                 cap: usize::try_from(context.limits.memory_bytes).unwrap_or(usize::MAX),
+                used: 0,
                 denied: false,
             },
             context,
@@ -96,7 +105,37 @@ impl HostState {
             stderr,
             log_records: 0,
             logs_dropped: 0,
+            deadline: std::time::Instant::now() + context_deadline,
         }
+    }
+
+    fn check_deadline(&self) -> Result<(), types::HostError> {
+        if std::time::Instant::now() > self.deadline {
+            Err(types::HostError::Unavailable(
+                "the call's deadline has passed".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// `text` with control characters escaped, safe for logs and terminals.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -130,6 +169,12 @@ impl content::HostContent for HostState {
         handle: Resource<ContentHandle>,
         max: u32,
     ) -> Result<Vec<u8>, types::HostError> {
+        if max == 0 {
+            return Err(types::HostError::Invalid(
+                "read of 0 bytes (an empty result means the end)".into(),
+            ));
+        }
+        self.check_deadline()?;
         let entry = self
             .table
             .get_mut(&handle)
@@ -172,6 +217,7 @@ impl log::Host for HostState {
             message.truncate(cut);
             message.push('…');
         }
+        let message = printable(&message);
         let plugin = &*self.plugin;
         let partner = &self.context.partner;
         match level {
@@ -210,6 +256,7 @@ impl config::Host for HostState {
 
 impl ftp::Host for HostState {
     fn list_folder(&mut self, folder: String) -> Result<Vec<types::Entry>, types::HostError> {
+        self.check_deadline()?;
         let path = decision::relative_path(&folder).map_err(types::HostError::Denied)?;
         let entries = self
             .context
@@ -232,6 +279,7 @@ impl ftp::Host for HostState {
     }
 
     fn read_file(&mut self, path: String, max_bytes: u32) -> Result<Vec<u8>, types::HostError> {
+        self.check_deadline()?;
         let rel = decision::relative_path(&path).map_err(types::HostError::Denied)?;
         if rel.is_root() {
             return Err(types::HostError::Invalid("a file path is empty".into()));
@@ -244,6 +292,7 @@ impl ftp::Host for HostState {
     }
 
     fn write_file(&mut self, name: String, data: Vec<u8>) -> Result<(), types::HostError> {
+        self.check_deadline()?;
         decision::segment(&name).map_err(types::HostError::Denied)?;
         if data.len() > MAX_FTP_BYTES {
             return Err(types::HostError::Denied(format!(
@@ -266,6 +315,7 @@ impl ecm::Host for HostState {
         workspace_type: String,
         business_id: String,
     ) -> Result<Option<u64>, types::HostError> {
+        self.check_deadline()?;
         self.context
             .repository
             .find_workspace(&workspace_type, &business_id)
@@ -276,6 +326,7 @@ impl ecm::Host for HostState {
         &mut self,
         query: ecm::SearchQuery,
     ) -> Result<Vec<types::DocumentInfo>, types::HostError> {
+        self.check_deadline()?;
         let folder = match query.folder {
             Some(f) => Some(
                 decision::relative_path(&f)
@@ -303,11 +354,38 @@ impl ecm::Host for HostState {
     }
 
     fn attributes(&mut self, node_id: u64) -> Result<Vec<types::Category>, types::HostError> {
+        self.check_deadline()?;
         let categories = self
             .context
             .repository
             .attributes(node_id)
             .map_err(to_host_error)?;
         Ok(categories.iter().map(decision::to_wit_category).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_cap_counts_every_memory_of_the_call() {
+        let mut cap = MemoryCap {
+            cap: 100,
+            used: 0,
+            denied: false,
+        };
+        assert!(cap.memory_growing(0, 60, None).unwrap());
+        // A second memory may not take the total past the cap.
+        assert!(!cap.memory_growing(0, 60, None).unwrap());
+        assert!(cap.denied);
+        assert!(cap.memory_growing(0, 40, None).unwrap());
+        assert!(!cap.memory_growing(60, 61, None).unwrap());
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_logs() {
+        assert_eq!(printable("ok"), "ok");
+        assert_eq!(printable("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
     }
 }
