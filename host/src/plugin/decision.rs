@@ -107,8 +107,8 @@ pub enum AttributeValue {
     Text(String),
     /// Whole number.
     Integer(i64),
-    /// Decimal number (finite).
-    Decimal(f64),
+    /// Exact decimal number in plain notation, e.g. `1650.39`.
+    Decimal(String),
     /// ISO 8601 date.
     Date(String),
     /// Flag.
@@ -120,9 +120,10 @@ pub enum AttributeValue {
 impl std::fmt::Display for AttributeValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AttributeValue::Text(t) | AttributeValue::Date(t) => f.write_str(t),
+            AttributeValue::Text(t) | AttributeValue::Date(t) | AttributeValue::Decimal(t) => {
+                f.write_str(t)
+            }
             AttributeValue::Integer(i) => write!(f, "{i}"),
-            AttributeValue::Decimal(d) => write!(f, "{d}"),
             AttributeValue::Boolean(b) => write!(f, "{b}"),
             AttributeValue::TextList(l) => f.write_str(&l.join("|")),
         }
@@ -421,8 +422,13 @@ fn text(what: &str, value: &str) -> Result<String, String> {
     if value.len() > MAX_TEXT {
         return Err(format!("{what} is longer than {MAX_TEXT} bytes"));
     }
-    if value.contains('\0') {
-        return Err(format!("{what} contains NUL"));
+    // Line breaks and tabs are text; other control characters (escape
+    // sequences, NUL) would forge log lines or rewrite a terminal.
+    if value
+        .chars()
+        .any(|c| is_hostile_char(c) && !matches!(c, '\n' | '\t'))
+    {
+        return Err(format!("{what} contains control characters"));
     }
     Ok(value.to_string())
 }
@@ -432,6 +438,19 @@ fn items<T>(what: &str, list: &[T]) -> Result<(), String> {
         return Err(format!("more than {MAX_ITEMS} {what}"));
     }
     Ok(())
+}
+
+/// `-`? digits (`.` digits)?, at most 40 characters.
+fn is_decimal(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (digits, None),
+    };
+    value.len() <= 40
+        && !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn iso_date(value: &str) -> bool {
@@ -548,9 +567,12 @@ pub(crate) fn category(c: wit::Category) -> Result<Category, String> {
             let value = match a.value {
                 wit::AttributeValue::Text(t) => AttributeValue::Text(text(&what, &t)?),
                 wit::AttributeValue::Integer(i) => AttributeValue::Integer(i),
-                wit::AttributeValue::Decimal(d) if d.is_finite() => AttributeValue::Decimal(d),
-                wit::AttributeValue::Decimal(_) => {
-                    return Err(format!("{what} is not a finite number"));
+                wit::AttributeValue::Decimal(d) if is_decimal(&d) => AttributeValue::Decimal(d),
+                wit::AttributeValue::Decimal(d) => {
+                    return Err(format!(
+                        "{what}: {:?} is not a plain decimal number",
+                        d.escape_debug().to_string()
+                    ));
                 }
                 wit::AttributeValue::Date(d) if iso_date(&d) => AttributeValue::Date(d),
                 wit::AttributeValue::Date(d) => {
@@ -681,7 +703,7 @@ pub(crate) fn to_wit_category(c: &Category) -> wit::Category {
                 value: match &a.value {
                     AttributeValue::Text(t) => wit::AttributeValue::Text(t.clone()),
                     AttributeValue::Integer(i) => wit::AttributeValue::Integer(*i),
-                    AttributeValue::Decimal(d) => wit::AttributeValue::Decimal(*d),
+                    AttributeValue::Decimal(d) => wit::AttributeValue::Decimal(d.clone()),
                     AttributeValue::Date(d) => wit::AttributeValue::Date(d.clone()),
                     AttributeValue::Boolean(b) => wit::AttributeValue::Boolean(*b),
                     AttributeValue::TextList(l) => wit::AttributeValue::TextList(l.clone()),
@@ -738,6 +760,18 @@ mod tests {
         }
         assert!(segment("INV_ACME_20261124_1.csv").is_ok());
         assert!(segment(&"x".repeat(MAX_SEGMENT + 1)).is_err());
+    }
+
+    #[test]
+    fn decimals_are_plain_notation() {
+        for good in ["0", "1650.39", "-3.5", "007"] {
+            assert!(is_decimal(good), "{good}");
+        }
+        for bad in [
+            "", "-", "1.", ".5", "1e5", "1,000.00", "NaN", "inf", "+1", "1.2.3",
+        ] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -46,8 +46,11 @@ impl Plugin for AcmeInvoices {
             Err(rejection) => return rejection.into(),
         };
         host::info(&format!(
-            "{}: {} invoice lines, total {:.2} {}",
-            file.name, summary.lines, summary.total, summary.currency
+            "{}: {} invoice lines, total {} {}",
+            file.name,
+            summary.lines,
+            summary.total(),
+            summary.currency
         ));
         Verdict::accept(filing(&file.name, &name, &summary))
     }
@@ -66,13 +69,43 @@ pub struct InvoiceName {
     pub seq: u32,
 }
 
+impl InvoiceSummary {
+    /// The total as a plain decimal, e.g. `1650.39`.
+    pub fn total(&self) -> String {
+        let sign = if self.total_cents < 0 { "-" } else { "" };
+        let cents = self.total_cents.unsigned_abs();
+        format!("{sign}{}.{:02}", cents / 100, cents % 100)
+    }
+}
+
+/// Parse an amount with at most two decimals (`10`, `10.5`, `-3.25`) into
+/// cents, exactly.
+pub fn parse_cents(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty()
+        || whole.len() > 15
+        || fraction.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+        || (digits.contains('.') && fraction.is_empty())
+    {
+        return None;
+    }
+    let cents = whole.parse::<i64>().ok()? * 100 + format!("{fraction:0<2}").parse::<i64>().ok()?;
+    Some(if negative { -cents } else { cents })
+}
+
 /// What the rows say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceSummary {
     /// Number of invoice lines.
     pub lines: u64,
-    /// Sum of the amounts.
-    pub total: f64,
+    /// Sum of the amounts, in cents.
+    pub total_cents: i64,
     /// The currency of the lines (all lines share it).
     pub currency: String,
 }
@@ -121,7 +154,7 @@ pub fn check_rows(reader: impl std::io::Read, supplier: &str) -> Result<InvoiceS
     read::require_header(&mut rows, &HEADER)?;
     let mut summary = InvoiceSummary {
         lines: 0,
-        total: 0.0,
+        total_cents: 0,
         currency: String::new(),
     };
     for (index, row) in rows.records().enumerate() {
@@ -169,13 +202,19 @@ pub fn check_rows(reader: impl std::io::Read, supplier: &str) -> Result<InvoiceS
                     .detail("line", line),
             );
         }
-        let amount: f64 = field(4).parse().map_err(|_| {
-            Rejection::new("bad-row", "an amount is not a decimal number")
-                .detail("line", line)
-                .detail("value", field(4))
+        let amount = parse_cents(field(4)).ok_or_else(|| {
+            Rejection::new(
+                "bad-row",
+                "an amount is not a decimal number with at most two decimals",
+            )
+            .detail("line", line)
+            .detail("value", field(4))
         })?;
         summary.lines += 1;
-        summary.total += amount;
+        summary.total_cents = summary.total_cents.checked_add(amount).ok_or_else(|| {
+            Rejection::new("bad-row", "the amounts add up beyond any sane total")
+                .detail("line", line)
+        })?;
     }
     if summary.lines == 0 {
         return Err(Rejection::new(
@@ -203,7 +242,7 @@ fn filing(file_name: &str, name: &InvoiceName, summary: &InvoiceSummary) -> Fili
                 .with_date("Invoice Date", &name.date)
                 .with("Sequence", i64::from(name.seq))
                 .with("Line Count", summary.lines as i64)
-                .with("Total Amount", (summary.total * 100.0).round() / 100.0)
+                .with_decimal("Total Amount", &summary.total())
                 .with("Currency", summary.currency.as_str()),
         )
         .retention(&retention)
@@ -254,7 +293,7 @@ mod tests {
                    A2,2026-11-21,ACME01,EUR,4.50\n";
         let summary = check_rows(csv.as_bytes(), "ACME01").unwrap();
         assert_eq!(summary.lines, 2);
-        assert_eq!(summary.total, 15.0);
+        assert_eq!(summary.total(), "15.00");
         assert_eq!(summary.currency, "EUR");
     }
 
@@ -273,6 +312,16 @@ mod tests {
             check_rows(csv.as_bytes(), "ACME01").unwrap_err().code,
             "bad-header"
         );
+    }
+
+    #[test]
+    fn amounts_are_exact_cents() {
+        assert_eq!(parse_cents("1250.00"), Some(125_000));
+        assert_eq!(parse_cents("89.9"), Some(8_990));
+        assert_eq!(parse_cents("-3"), Some(-300));
+        for bad in ["", "1.", ".5", "1.234", "1e3", "12,00", "--1"] {
+            assert_eq!(parse_cents(bad), None, "{bad}");
+        }
     }
 
     #[test]
