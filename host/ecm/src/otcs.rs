@@ -1,5 +1,5 @@
-//! A client of the OpenText Content Server REST API (the subset in
-//! otcs-api.md): ticket authentication with transparent re-login, v2 nodes,
+//! A client of the OpenText Content Server REST API (the subset wharf
+//! speaks): ticket authentication with transparent re-login, v2 nodes,
 //! streamed multipart upload, versions, categories, permissions, RM
 //! classifications and holds, search, workflows, paging, typed errors and
 //! retries with backoff on throttling, server errors and connection errors.

@@ -1,5 +1,5 @@
 //! The client against response bodies shaped as a real Content Server sends
-//! them (see otcs-api.md), served by a small scripted HTTP server on
+//! them (the documented response shapes), served by a small scripted HTTP server on
 //! loopback, so the client is not only compatible with our own facade.
 
 mod common;
