@@ -146,19 +146,30 @@ async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64
 }
 
 async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64) {
-    let local = LocalEndpoint::open(dst, TempNaming::default())
-        .unwrap()
-        .with_sync(sync);
     reset_peak_rss();
     let t = Instant::now();
-    let mut r = ep
-        .open_read(&RemotePath::parse("large/big.bin").unwrap(), 0)
+    let remote = RemotePath::parse("large/big.bin").unwrap();
+    let size = ep
+        .stat(&remote)
+        .await
+        .unwrap()
+        .expect("large file exists")
+        .size;
+    // Ranges in parallel into a temporary name, then renamed into place, as
+    // rclone's multi-thread download does (4 streams by default).
+    let temp = dst.join(".big.bin.part");
+    wharf_endpoint::download_segmented(ep.as_ref(), &remote, size, &temp, TRANSFERS)
         .await
         .unwrap();
-    local
-        .write_atomic(&RemotePath::parse("big.bin").unwrap(), &mut r, None)
-        .await
-        .unwrap();
+    if sync {
+        tokio::fs::File::open(&temp)
+            .await
+            .unwrap()
+            .sync_all()
+            .await
+            .unwrap();
+    }
+    tokio::fs::rename(&temp, dst.join("big.bin")).await.unwrap();
     (t.elapsed().as_secs_f64(), peak_rss_bytes())
 }
 

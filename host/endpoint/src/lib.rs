@@ -13,6 +13,7 @@ pub mod local;
 pub mod path;
 pub mod pool;
 pub mod retry;
+pub mod segmented;
 pub mod sftp;
 
 use std::time::SystemTime;
@@ -24,6 +25,7 @@ pub use config::{CommonConfig, RetryPolicy, Secret, SecretSource, TempNaming};
 pub use error::{Error, Result};
 pub use io::{Progress, ProgressReader};
 pub use path::RemotePath;
+pub use segmented::download_segmented;
 
 /// A tracing/env-filter directive that hosts add to their log filter: suppaftp traces
 /// every control command, including the `PASS` line, at `trace` level.

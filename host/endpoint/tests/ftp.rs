@@ -461,3 +461,14 @@ async fn nat_workaround_uses_the_control_address() {
     let ep = FtpEndpoint::new(c).unwrap();
     assert!(ep.list(&RemotePath::root()).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_file_read_as_parallel_ranges() {
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
+    ranged_download_matches(&ep, |rel, data| {
+        s.seed(rel, data).unwrap();
+    })
+    .await;
+}

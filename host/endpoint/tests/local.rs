@@ -119,3 +119,16 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_file_read_as_parallel_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = LocalEndpoint::open(dir.path(), TempNaming::default()).unwrap();
+    let root = dir.path().to_path_buf();
+    ranged_download_matches(&ep, |rel, data| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    })
+    .await;
+}

@@ -333,3 +333,13 @@ async fn upload_to_a_killed_server_fails_cleanly_then_succeeds_after_restart() {
         .unwrap();
     assert_eq!(std::fs::read(s.root.join("up.bin")).unwrap(), b"second try");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_file_read_as_parallel_ranges() {
+    let s = server();
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    ranged_download_matches(&ep, |rel, data| {
+        s.seed(rel, data).unwrap();
+    })
+    .await;
+}

@@ -299,3 +299,44 @@ pub async fn big_round_trip(ep: &dyn Endpoint, len: u64, max_rss: u64) {
     assert!(rss < max_rss, "peak RSS {rss} exceeds {max_rss}");
     ep.delete(&path).await.unwrap();
 }
+
+/// A file read as parallel ranges equals the file; a wrong listed size is
+/// detected whichever way it is wrong. `seed` puts `data` at `rel` on the
+/// endpoint's server.
+pub async fn ranged_download_matches(ep: &dyn Endpoint, seed: impl Fn(&str, &[u8])) {
+    let data = pattern(3 * 1024 * 1024 + 7, 42);
+    seed("ranged/big.bin", &data);
+    let remote = p("ranged/big.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big.bin");
+    for segments in [1, 4] {
+        let n = wharf_endpoint::segmented::download_ranges(
+            ep,
+            &remote,
+            data.len() as u64,
+            &dest,
+            segments,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(
+            std::fs::read(&dest).unwrap() == data,
+            "{segments} ranges differ"
+        );
+    }
+    let shorter =
+        wharf_endpoint::segmented::download_ranges(ep, &remote, data.len() as u64 - 1, &dest, 4)
+            .await;
+    assert!(
+        matches!(shorter, Err(wharf_endpoint::Error::Protocol(_))),
+        "{shorter:?}"
+    );
+    let longer =
+        wharf_endpoint::segmented::download_ranges(ep, &remote, data.len() as u64 + 1, &dest, 4)
+            .await;
+    assert!(
+        matches!(longer, Err(wharf_endpoint::Error::Protocol(_))),
+        "{longer:?}"
+    );
+}

@@ -1,0 +1,116 @@
+//! Segmented download: one large remote file fetched as byte ranges over
+//! several connections at once, each range written at its offset in a local
+//! file. A single FTP or SFTP stream is bounded by one connection's window;
+//! ranges in parallel use the link (and both cores) fully.
+
+use std::path::Path;
+
+use futures::future::try_join_all;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{Endpoint, Error, RemotePath, Result};
+
+/// Below this size a file is fetched in one stream: more connections cost
+/// more than they bring.
+pub const MIN_SEGMENT: u64 = 32 * 1024 * 1024;
+
+/// Bytes moved per read/write: large, so the blocking-pool hops of file
+/// writes stay few.
+const CHUNK: usize = 1024 * 1024;
+
+/// How many segments a file of `size` bytes is split into, at most `max`.
+pub fn segments_for(size: u64, max: usize) -> usize {
+    usize::try_from(size / MIN_SEGMENT)
+        .unwrap_or(usize::MAX)
+        .clamp(1, max.max(1))
+}
+
+/// Download `path` (of `size` bytes, as listed) into the local file `dest`
+/// (created or truncated) using up to `max_segments` ranges in parallel.
+/// Returns the bytes written. Fails if the remote file is shorter or longer
+/// than `size` (it changed while being read); `dest` then holds partial
+/// content and is the caller's to remove.
+pub async fn download_segmented(
+    ep: &dyn Endpoint,
+    path: &RemotePath,
+    size: u64,
+    dest: &Path,
+    max_segments: usize,
+) -> Result<u64> {
+    let n = segments_for(size, max_segments);
+    download_ranges(ep, path, size, dest, n).await
+}
+
+/// Download `path` into `dest` as exactly `segments` ranges in parallel
+/// (whatever the size); see [`download_segmented`].
+pub async fn download_ranges(
+    ep: &dyn Endpoint,
+    path: &RemotePath,
+    size: u64,
+    dest: &Path,
+    segments: usize,
+) -> Result<u64> {
+    let file = tokio::fs::File::create(dest).await?;
+    file.set_len(size).await?;
+    drop(file);
+    let n = segments.max(1) as u64;
+    let step = size.div_ceil(n);
+    let ranges: Vec<(u64, u64)> = (0..n)
+        .map(|i| (i * step, ((i + 1) * step).min(size)))
+        .filter(|(start, end)| end > start)
+        .collect();
+    let last = ranges.len().saturating_sub(1);
+    let parts = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, (start, end))| async move {
+            let stream = ep.open_read(path, start).await?;
+            let mut out = tokio::fs::OpenOptions::new().write(true).open(dest).await?;
+            out.seek(std::io::SeekFrom::Start(start)).await?;
+            let want = end - start;
+            let mut limited = stream.take(want);
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0u64;
+            loop {
+                let n = limited.read(&mut buf).await.map_err(Error::Connection)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).await?;
+                got += n as u64;
+            }
+            out.flush().await?;
+            if got != want {
+                return Err(Error::Protocol(format!(
+                    "{path}: range at {start} ended after {got} of {want} bytes (the file changed?)"
+                )));
+            }
+            // The last range must also be the end of the file.
+            if i == last {
+                let mut rest = limited.into_inner();
+                let mut probe = [0u8; 1];
+                if rest.read(&mut probe).await.map_err(Error::Connection)? != 0 {
+                    return Err(Error::Protocol(format!(
+                        "{path}: longer than the {size} bytes listed (the file changed?)"
+                    )));
+                }
+            }
+            Ok::<u64, Error>(got)
+        });
+    let written: u64 = try_join_all(parts).await?.into_iter().sum();
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_are_one_segment() {
+        assert_eq!(segments_for(0, 4), 1);
+        assert_eq!(segments_for(MIN_SEGMENT - 1, 4), 1);
+        assert_eq!(segments_for(3 * MIN_SEGMENT, 4), 3);
+        assert_eq!(segments_for(1 << 30, 4), 4);
+        assert_eq!(segments_for(1 << 30, 0), 1);
+    }
+}
