@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use futures::future::try_join_all;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::{Endpoint, Error, RemotePath, Result};
 
@@ -60,26 +60,41 @@ pub async fn download_ranges(
         .filter(|(start, end)| end > start)
         .collect();
     let last = ranges.len().saturating_sub(1);
-    let parts = ranges
-        .into_iter()
-        .enumerate()
-        .map(|(i, (start, end))| async move {
+    let file = std::sync::Arc::new(std::fs::OpenOptions::new().write(true).open(dest)?);
+    let parts = ranges.into_iter().enumerate().map(|(i, (start, end))| {
+        let file = file.clone();
+        async move {
             let stream = ep.open_read(path, start).await?;
-            let mut out = tokio::fs::OpenOptions::new().write(true).open(dest).await?;
-            out.seek(std::io::SeekFrom::Start(start)).await?;
             let want = end - start;
             let mut limited = stream.take(want);
             let mut buf = vec![0u8; CHUNK];
             let mut got = 0u64;
             loop {
-                let n = limited.read(&mut buf).await.map_err(Error::Connection)?;
-                if n == 0 {
+                // Fill the chunk, then write it at its offset on a blocking
+                // thread, handing the buffer over rather than copying it.
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let n = limited
+                        .read(&mut buf[filled..])
+                        .await
+                        .map_err(Error::Connection)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
                     break;
                 }
-                out.write_all(&buf[..n]).await?;
-                got += n as u64;
+                let (f, offset) = (file.clone(), start + got);
+                buf = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    f.write_all_at(&buf[..filled], offset).map(|()| buf)
+                })
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+                got += filled as u64;
             }
-            out.flush().await?;
             if got != want {
                 return Err(Error::Protocol(format!(
                     "{path}: range at {start} ended after {got} of {want} bytes (the file changed?)"
@@ -96,7 +111,8 @@ pub async fn download_ranges(
                 }
             }
             Ok::<u64, Error>(got)
-        });
+        }
+    });
     let written: u64 = try_join_all(parts).await?.into_iter().sum();
     Ok(written)
 }
