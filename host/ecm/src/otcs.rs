@@ -676,12 +676,7 @@ impl OtcsClient {
     async fn applied_categories(&self, node: NodeId) -> Result<Vec<i64>> {
         let v = self.get(&format!("v2/nodes/{node}/categories")).await?;
         let mut ids = Vec::new();
-        for item in v
-            .get("results")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-        {
+        for item in results(&v) {
             if let Some(map) = item
                 .get("data")
                 .and_then(|d| d.get("categories"))
@@ -1082,10 +1077,7 @@ impl Repository for OtcsClient {
                 )
             })
             .collect();
-        Ok(v.get("results")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
+        Ok(results(&v)
             .filter_map(|item| parse_categories_item(item, &reverse))
             .collect())
     }
@@ -1140,12 +1132,7 @@ impl Repository for OtcsClient {
     async fn permissions(&self, node: NodeId) -> Result<Vec<Grant>> {
         let v = self.get(&format!("v2/nodes/{node}/permissions")).await?;
         let mut out = Vec::new();
-        for item in v
-            .get("results")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-        {
+        for item in results(&v) {
             let Some(p) = item.get("data").and_then(|d| d.get("permissions")) else {
                 continue;
             };
@@ -1315,12 +1302,7 @@ impl Repository for OtcsClient {
     async fn versions(&self, node: NodeId) -> Result<Vec<Version>> {
         let v = self.get(&format!("v2/nodes/{node}/versions")).await?;
         let mut out = Vec::new();
-        for item in v
-            .get("results")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-        {
+        for item in results(&v) {
             let Some(x) = item
                 .get("data")
                 .and_then(|d| d.get("versions"))
@@ -1376,13 +1358,7 @@ impl Repository for OtcsClient {
         };
         let v = self.get(&format!("v2/nodes/{node}/audit")).await?;
         let mut out = Vec::new();
-        for (i, item) in v
-            .get("results")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, item) in results(&v).enumerate() {
             let x = item
                 .get("data")
                 .and_then(|d| d.get("audit"))
@@ -1402,4 +1378,12 @@ impl Repository for OtcsClient {
         }
         Ok(out)
     }
+}
+
+/// The items of a v2 list answer (`{"results": [...]}`); none when absent.
+fn results(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("results")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
 }
