@@ -73,8 +73,13 @@ fn host_error_to_io(error: HostError) -> io::Error {
     io::Error::other(message)
 }
 
+/// The longest line [`lines`] accepts: a partner file without line breaks
+/// must fail as a bad file, not exhaust the plugin's memory.
+pub const MAX_LINE: usize = 1024 * 1024;
+
 /// The lines of a text stream, without their line endings (`\n` or `\r\n`).
-/// Invalid UTF-8 yields an error for that line.
+/// Invalid UTF-8, or a line longer than [`MAX_LINE`] bytes, yields an error
+/// for that line and ends the iteration.
 ///
 /// ```
 /// let lines: Vec<String> = wharf_sdk::read::lines("a\r\nb\n".as_bytes())
@@ -82,8 +87,67 @@ fn host_error_to_io(error: HostError) -> io::Error {
 ///     .unwrap();
 /// assert_eq!(lines, ["a", "b"]);
 /// ```
-pub fn lines<R: Read>(reader: R) -> io::Lines<BufReader<R>> {
-    BufReader::new(reader).lines()
+pub fn lines<R: Read>(reader: R) -> Lines<R> {
+    lines_with_limit(reader, MAX_LINE)
+}
+
+/// [`lines`] with another line-length limit.
+pub fn lines_with_limit<R: Read>(reader: R, max_line: usize) -> Lines<R> {
+    Lines {
+        reader: BufReader::new(reader),
+        max_line,
+        done: false,
+    }
+}
+
+/// Iterator returned by [`lines`].
+pub struct Lines<R> {
+    reader: BufReader<R>,
+    max_line: usize,
+    done: bool,
+}
+
+impl<R: Read> Iterator for Lines<R> {
+    type Item = io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut line = Vec::new();
+        // One byte more than the limit tells a too-long line from one that fits.
+        let limit = self.max_line as u64 + 2;
+        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => {
+                self.done = true;
+                None
+            }
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                if line.len() > self.max_line {
+                    self.done = true;
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a line is longer than {} bytes", self.max_line),
+                    )));
+                }
+                Some(
+                    String::from_utf8(line)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error())),
+                )
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// A CSV reader (comma-separated, first row is the header, every row must
@@ -139,6 +203,18 @@ pub fn require_header<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_past_the_limit_is_an_error_not_a_memory_blow_up() {
+        let mut it = lines_with_limit("short\n0123456789abcdef\nnext\n".as_bytes(), 10);
+        assert_eq!(it.next().unwrap().unwrap(), "short");
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
+        let exact: Vec<String> = lines_with_limit("0123456789\r\n".as_bytes(), 10)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(exact, ["0123456789"]);
+    }
 
     #[test]
     fn header_check_is_case_and_space_insensitive() {
