@@ -27,13 +27,26 @@ pub enum CapError {
     Invalid(String),
 }
 
+/// What a listed entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Directory,
+    /// A symbolic link (never followed for a plugin).
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
 /// One entry of a folder listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
     /// Name (one segment).
     pub name: String,
-    /// Whether it is a folder.
-    pub is_dir: bool,
+    /// What it is.
+    pub kind: EntryKind,
     /// Size in bytes.
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
@@ -156,7 +169,18 @@ impl PartnerFiles for LocalPartnerFiles {
         let mut entries = Vec::new();
         for entry in dir.entries().map_err(|e| io_to_cap(e, folder))? {
             let entry = entry.map_err(|e| io_to_cap(e, folder))?;
+            // The entry itself, not what a symlink points to.
             let meta = entry.metadata().map_err(|e| io_to_cap(e, folder))?;
+            let file_type = entry.file_type().map_err(|e| io_to_cap(e, folder))?;
+            let kind = if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else if file_type.is_dir() {
+                EntryKind::Directory
+            } else if file_type.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
             let modified = meta
                 .modified()
                 .ok()
@@ -165,7 +189,7 @@ impl PartnerFiles for LocalPartnerFiles {
                 .map(|d| d.as_secs());
             entries.push(ListEntry {
                 name: entry.file_name().to_string_lossy().into_owned(),
-                is_dir: meta.is_dir(),
+                kind,
                 size: meta.len(),
                 modified,
             });

@@ -33,7 +33,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use cache::{CacheOutcome, CompileCache};
 pub use caps::{
-    CapError, ListEntry, LocalPartnerFiles, NoPartnerFiles, NoRepository, PartnerFiles,
+    CapError, EntryKind, ListEntry, LocalPartnerFiles, NoPartnerFiles, NoRepository, PartnerFiles,
     RepositoryLookup, Search,
 };
 pub use content::{ContentSource, MAX_READ, ReadContent};

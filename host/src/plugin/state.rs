@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PartnerContext;
 use super::bindings::{config, content, ecm, ftp, log, types};
-use super::caps::{CapError, Search};
+use super::caps::{CapError, EntryKind, Search};
 use super::content::{ContentHandle, MAX_READ};
 use super::decision;
 use super::output::Captured;
@@ -22,6 +22,9 @@ const MAX_LOG_RECORDS: u32 = 1000;
 const MAX_LOG_MESSAGE: usize = 4096;
 /// Most bytes a plugin may read or write through `ftp` in one request.
 const MAX_FTP_BYTES: usize = 1024 * 1024;
+/// Most outbox files a plugin may write in one call, and their total bytes.
+const MAX_OUTBOX_FILES: u32 = 100;
+const MAX_OUTBOX_BYTES: usize = 8 * 1024 * 1024;
 /// Most search results handed to a plugin.
 const MAX_SEARCH_RESULTS: u32 = 1000;
 
@@ -71,6 +74,8 @@ pub(crate) struct HostState {
     pub(crate) stderr: Captured,
     log_records: u32,
     pub(crate) logs_dropped: u32,
+    outbox_files: u32,
+    outbox_bytes: usize,
     /// Past this instant capability calls refuse to start: epoch
     /// interruption only stops wasm code, not a host call it is waiting on.
     deadline: std::time::Instant,
@@ -105,6 +110,8 @@ impl HostState {
             stderr,
             log_records: 0,
             logs_dropped: 0,
+            outbox_files: 0,
+            outbox_bytes: 0,
             deadline: std::time::Instant::now() + context_deadline,
         }
     }
@@ -267,10 +274,11 @@ impl ftp::Host for HostState {
             .into_iter()
             .map(|e| types::Entry {
                 name: e.name,
-                kind: if e.is_dir {
-                    types::EntryKind::Directory
-                } else {
-                    types::EntryKind::File
+                kind: match e.kind {
+                    EntryKind::File => types::EntryKind::File,
+                    EntryKind::Directory => types::EntryKind::Directory,
+                    EntryKind::Symlink => types::EntryKind::Symlink,
+                    EntryKind::Other => types::EntryKind::Other,
                 },
                 size: e.size,
                 modified: e.modified,
@@ -300,10 +308,20 @@ impl ftp::Host for HostState {
                 data.len()
             )));
         }
+        if self.outbox_files >= MAX_OUTBOX_FILES
+            || self.outbox_bytes + data.len() > MAX_OUTBOX_BYTES
+        {
+            return Err(types::HostError::Denied(format!(
+                "a call may write at most {MAX_OUTBOX_FILES} outbox files and {MAX_OUTBOX_BYTES} bytes"
+            )));
+        }
         self.context
             .files
             .write_outbox(&name, &data)
-            .map_err(to_host_error)
+            .map_err(to_host_error)?;
+        self.outbox_files += 1;
+        self.outbox_bytes += data.len();
+        Ok(())
     }
 }
 
@@ -381,6 +399,49 @@ mod tests {
         assert!(cap.denied);
         assert!(cap.memory_growing(0, 40, None).unwrap());
         assert!(!cap.memory_growing(60, 61, None).unwrap());
+    }
+
+    #[test]
+    fn outbox_writes_are_bounded_per_call() {
+        use super::ftp::Host as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = PartnerContext::new("p");
+        ctx.files = Arc::new(super::super::LocalPartnerFiles::open(dir.path(), "outbox").unwrap());
+        let mut state = HostState::new(Arc::new(ctx), Arc::from("test"));
+        for i in 0..MAX_OUTBOX_FILES {
+            state
+                .write_file(format!("ack{i}.txt"), b"ok".to_vec())
+                .unwrap();
+        }
+        assert!(matches!(
+            state.write_file("one-more.txt".into(), b"ok".to_vec()),
+            Err(types::HostError::Denied(_))
+        ));
+        let mut fresh = HostState::new(state.context.clone(), Arc::from("test"));
+        let mib = vec![0u8; 1024 * 1024];
+        for i in 0..8 {
+            fresh
+                .write_file(format!("big{i}.bin"), mib.clone())
+                .unwrap();
+        }
+        assert!(fresh.write_file("big8.bin".into(), vec![0u8; 1]).is_err());
+    }
+
+    #[test]
+    fn symlinks_are_listed_as_symlinks() {
+        use super::ftp::Host as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let mut ctx = PartnerContext::new("p");
+        ctx.files = Arc::new(super::super::LocalPartnerFiles::open(dir.path(), "outbox").unwrap());
+        let mut state = HostState::new(Arc::new(ctx), Arc::from("test"));
+        let entries = state.list_folder(String::new()).unwrap();
+        let kind = |n: &str| entries.iter().find(|e| e.name == n).map(|e| e.kind);
+        assert_eq!(kind("link"), Some(types::EntryKind::Symlink));
+        assert_eq!(kind("real.txt"), Some(types::EntryKind::File));
+        // Reading through the link is refused: it points outside the root.
+        assert!(state.read_file("link".into(), 1024).is_err());
     }
 
     #[test]
