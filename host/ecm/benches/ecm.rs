@@ -71,7 +71,10 @@ fn document(parent: NodeId, i: usize) -> (NewDocument, bytes::Bytes) {
             attributes: vec![
                 a("Supplier", AttributeValue::Text(format!("S-{}", i % 97))),
                 a("Number", AttributeValue::Integer(i as i64)),
-                a("Amount", AttributeValue::Decimal(i as f64 * 1.25)),
+                a(
+                    "Amount",
+                    AttributeValue::Decimal(format!("{}.{:02}", i * 5 / 4, (i * 125) % 100)),
+                ),
                 a(
                     "Status",
                     AttributeValue::Text(

@@ -116,8 +116,10 @@ pub enum AttributeValue {
     Text(String),
     /// Whole number.
     Integer(i64),
-    /// Decimal number.
-    Decimal(f64),
+    /// Exact decimal number in plain notation, e.g. `1650.39`: kept as
+    /// text so money never passes through binary floating point here; sent
+    /// to a Content Server as a JSON number.
+    Decimal(String),
     /// ISO 8601 date.
     Date(String),
     /// Flag.
@@ -132,7 +134,10 @@ impl AttributeValue {
         match self {
             AttributeValue::Text(t) | AttributeValue::Date(t) => t.clone().into(),
             AttributeValue::Integer(i) => (*i).into(),
-            AttributeValue::Decimal(d) => (*d).into(),
+            AttributeValue::Decimal(d) => d
+                .parse::<serde_json::Number>()
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|_| d.clone().into()),
             AttributeValue::Boolean(b) => (*b).into(),
             AttributeValue::TextList(l) => l.clone().into(),
         }
@@ -145,7 +150,7 @@ impl AttributeValue {
             Value::Bool(b) => AttributeValue::Boolean(*b),
             Value::Number(n) => match n.as_i64() {
                 Some(i) => AttributeValue::Integer(i),
-                None => AttributeValue::Decimal(n.as_f64()?),
+                None => AttributeValue::Decimal(n.to_string()),
             },
             Value::Array(a) => AttributeValue::TextList(
                 a.iter()
@@ -163,7 +168,7 @@ impl AttributeValue {
         match self {
             AttributeValue::Text(t) | AttributeValue::Date(t) => t.clone(),
             AttributeValue::Integer(i) => i.to_string(),
-            AttributeValue::Decimal(d) => d.to_string(),
+            AttributeValue::Decimal(d) => d.clone(),
             AttributeValue::Boolean(b) => b.to_string(),
             AttributeValue::TextList(l) => l.join("|"),
         }

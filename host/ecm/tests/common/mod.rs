@@ -141,7 +141,7 @@ pub fn invoice(supplier: &str, number: i64, status: &str) -> Category {
             },
             Attribute {
                 name: "Amount".into(),
-                value: AttributeValue::Decimal(12.5),
+                value: AttributeValue::Decimal("12.5".into()),
             },
             Attribute {
                 name: "Status".into(),
