@@ -3,12 +3,13 @@
 //! guarantees; each partner's rules are a sandboxed WebAssembly plugin.
 //!
 //! This crate is the runtime. Its modules follow the architecture:
-//! [`config`] (`wharf.toml`), [`plugin`] (the sandboxed plugin host), [`ledger`] (durable claims that make
+//! [`config`] (`wharf.toml`), [`flow`] (decisions to repository requests), [`plugin`] (the sandboxed plugin host), [`ledger`] (durable claims that make
 //! transfers exactly-once) and [`cli`] (the `wharf` command).
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod flow;
 pub mod ledger;
 pub mod plugin;
