@@ -187,3 +187,65 @@ fn ecm_commands_show_what_the_embedded_repository_holds() {
         stdout(&help)
     );
 }
+
+#[test]
+fn plugin_test_passes_the_example_plugins_fixtures() {
+    for plugin in ["acme-invoices", "northwind-quality"] {
+        let component = component(plugin);
+        let fixtures = format!("plugins/{plugin}/fixtures");
+        let out = wharf(&["plugin", "test", component.to_str().unwrap(), &fixtures]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{plugin}: {text}");
+        assert!(text.contains(" passed, 0 failed"), "{text}");
+    }
+}
+
+#[test]
+fn plugin_test_shows_a_diff_and_fails_on_a_changed_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = workspace_root().join("examples/samples/acme/INV_ACME01_20261124_002.csv");
+    std::fs::copy(&sample, dir.path().join("INV_ACME01_20261124_002.csv")).unwrap();
+    std::fs::copy(&sample, dir.path().join("INV_ACME01_20261124_005.csv")).unwrap();
+    std::fs::write(
+        dir.path().join("INV_ACME01_20261124_002.csv.expected.json"),
+        r#"{"verdict": "reject", "code": "bad-header", "message": "x", "details": []}"#,
+    )
+    .unwrap();
+    let acme = component("acme-invoices");
+    let out = wharf(&[
+        "plugin",
+        "test",
+        acme.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAILED  INV_ACME01_20261124_002.csv"),
+        "{text}"
+    );
+    assert!(text.contains("-   \"code\": \"bad-header\","), "{text}");
+    assert!(
+        text.contains("+   \"code\": \"supplier-mismatch\","),
+        "{text}"
+    );
+    assert!(text.contains("INV_ACME01_20261124_005.csv: no "), "{text}");
+    assert!(text.contains("0 passed, 2 failed"), "{text}");
+
+    // --update records the actual verdicts; the next run passes.
+    let update = wharf(&[
+        "plugin",
+        "test",
+        "--update",
+        acme.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(update.status.success(), "{}", stdout(&update));
+    let again = wharf(&[
+        "plugin",
+        "test",
+        acme.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{}", stdout(&again));
+}

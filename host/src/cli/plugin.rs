@@ -20,6 +20,26 @@ pub enum PluginCommand {
     /// Load a component, print its world, version and exports, and run it on
     /// sample files, printing each verdict.
     Check(CheckArgs),
+    /// Run a component over every fixture file in a folder and compare each
+    /// verdict with the expectation beside it (`<file>.expected.json`);
+    /// prints a diff for each mismatch and exits non-zero if any differ.
+    /// `settings.toml` in the folder holds plugin settings.
+    Test(TestArgs),
+}
+
+/// Arguments of `wharf plugin test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The plugin component (.wasm).
+    pub component: PathBuf,
+    /// The fixtures folder.
+    pub fixtures: PathBuf,
+    /// Write the actual verdicts as the new expectations.
+    #[arg(long)]
+    pub update: bool,
+    /// Sandbox settings.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Arguments of `wharf plugin check`.
@@ -29,6 +49,17 @@ pub struct CheckArgs {
     pub component: PathBuf,
     /// Sample files to decide, as if they had arrived from the partner.
     pub samples: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Sandbox settings.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// How the plugin is run: partner, settings, capabilities, limits, cache.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
     /// Partner id passed to the plugin.
     #[arg(long, default_value = "check")]
     pub partner: String,
@@ -54,15 +85,55 @@ pub struct CheckArgs {
     /// Compile without reading or writing the cache.
     #[arg(long, conflicts_with = "cache")]
     pub no_cache: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl SandboxArgs {
+    /// Load `component` in a host set up as these arguments say, with
+    /// `extra` settings under the command-line ones.
+    fn load(
+        &self,
+        component: &Path,
+        extra: BTreeMap<String, String>,
+    ) -> Result<(Plugin, Arc<PartnerContext>)> {
+        let limits = Limits {
+            deadline_ms: self.deadline_ms,
+            memory_bytes: self.memory_mib.saturating_mul(1024 * 1024),
+            fuel: self.fuel,
+        };
+        let config = HostConfig {
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache.clone().or_else(default_cache_dir)
+            },
+            fuel: self.fuel.is_some(),
+            ..HostConfig::default()
+        };
+        limits
+            .validate(config.max_memory_bytes, config.fuel)
+            .map_err(anyhow::Error::msg)
+            .context("invalid limits")?;
+        let host = PluginHost::new(config)?;
+        let plugin = host.load(component)?;
+        let mut context = PartnerContext::new(&self.partner);
+        context.settings = extra;
+        context.settings.extend(parse_settings(&self.settings)?);
+        context.limits = limits;
+        if let Some(root) = &self.root {
+            context.files = Arc::new(
+                LocalPartnerFiles::open(root, "outbox")
+                    .with_context(|| format!("opening partner root {}", root.display()))?,
+            );
+        }
+        Ok((plugin, Arc::new(context)))
+    }
 }
 
 /// Run a plugin command.
 pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
     match cmd {
         PluginCommand::Check(args) => check(args),
+        PluginCommand::Test(args) => test(args),
     }
 }
 
@@ -88,36 +159,7 @@ fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
-    let limits = Limits {
-        deadline_ms: args.deadline_ms,
-        memory_bytes: args.memory_mib.saturating_mul(1024 * 1024),
-        fuel: args.fuel,
-    };
-    let config = HostConfig {
-        cache_dir: if args.no_cache {
-            None
-        } else {
-            args.cache.clone().or_else(default_cache_dir)
-        },
-        fuel: args.fuel.is_some(),
-        ..HostConfig::default()
-    };
-    limits
-        .validate(config.max_memory_bytes, config.fuel)
-        .map_err(anyhow::Error::msg)
-        .context("invalid limits")?;
-    let host = PluginHost::new(config)?;
-    let plugin = host.load(&args.component)?;
-    let mut context = PartnerContext::new(&args.partner);
-    context.settings = parse_settings(&args.settings)?;
-    context.limits = limits;
-    if let Some(root) = &args.root {
-        context.files = Arc::new(
-            LocalPartnerFiles::open(root, "outbox")
-                .with_context(|| format!("opening partner root {}", root.display()))?,
-        );
-    }
-    let context = Arc::new(context);
+    let (plugin, context) = args.sandbox.load(&args.component, BTreeMap::new())?;
 
     let mut failed = false;
     let mut results = Vec::new();
@@ -160,6 +202,130 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Suffix of an expectation file beside its fixture.
+const EXPECTED: &str = ".expected.json";
+
+fn test(args: TestArgs) -> Result<ExitCode> {
+    let settings_file = args.fixtures.join("settings.toml");
+    let extra = if settings_file.exists() {
+        let text = std::fs::read_to_string(&settings_file)
+            .with_context(|| format!("reading {}", settings_file.display()))?;
+        toml::from_str::<BTreeMap<String, String>>(&text).with_context(|| {
+            format!(
+                "{}: expected KEY = \"value\" lines",
+                settings_file.display()
+            )
+        })?
+    } else {
+        BTreeMap::new()
+    };
+    let (plugin, context) = args.sandbox.load(&args.component, extra)?;
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
+        .with_context(|| format!("reading fixtures folder {}", args.fixtures.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            !name.starts_with('.') && !name.ends_with(EXPECTED) && name != "settings.toml"
+        })
+        .collect();
+    fixtures.sort();
+    if fixtures.is_empty() {
+        bail!("no fixture files in {}", args.fixtures.display());
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for fixture in &fixtures {
+        let actual = match decide(&plugin, &context, fixture) {
+            Ok(verdict) => serde_json::to_value(&verdict)?,
+            Err(e) => match e.downcast_ref::<crate::plugin::PluginError>() {
+                Some(pe) => serde_json::json!({"error": pe.code()}),
+                None => return Err(e),
+            },
+        };
+        let mut expected_path = fixture.clone().into_os_string();
+        expected_path.push(EXPECTED);
+        let expected_path = PathBuf::from(expected_path);
+        let name = fixture.file_name().unwrap_or_default().to_string_lossy();
+        if args.update {
+            std::fs::write(
+                &expected_path,
+                serde_json::to_string_pretty(&actual)? + "\n",
+            )
+            .with_context(|| format!("writing {}", expected_path.display()))?;
+            println!("updated {name}");
+            passed += 1;
+            continue;
+        }
+        let expected: Option<serde_json::Value> = match std::fs::read_to_string(&expected_path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", expected_path.display()))?,
+            ),
+            Err(_) => None,
+        };
+        match expected {
+            Some(expected) if expected == actual => {
+                println!("ok      {name}");
+                passed += 1;
+            }
+            Some(expected) => {
+                println!("FAILED  {name}");
+                print_diff(&expected, &actual)?;
+                failed += 1;
+            }
+            None => {
+                println!(
+                    "FAILED  {name}: no {} (run with --update to record it)",
+                    expected_path.display()
+                );
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A line diff of two JSON documents, pretty-printed: `-` expected, `+` actual.
+fn print_diff(expected: &serde_json::Value, actual: &serde_json::Value) -> Result<()> {
+    let e = serde_json::to_string_pretty(expected)?;
+    let a = serde_json::to_string_pretty(actual)?;
+    let (e, a): (Vec<&str>, Vec<&str>) = (e.lines().collect(), a.lines().collect());
+    // Longest common subsequence, small inputs: verdicts are a few dozen lines.
+    let mut lcs = vec![vec![0usize; a.len() + 1]; e.len() + 1];
+    for i in (0..e.len()).rev() {
+        for j in (0..a.len()).rev() {
+            lcs[i][j] = if e[i] == a[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < e.len() || j < a.len() {
+        if i < e.len() && j < a.len() && e[i] == a[j] {
+            println!("          {}", e[i]);
+            i += 1;
+            j += 1;
+        } else if j < a.len() && (i == e.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            println!("        + {}", a[j]);
+            j += 1;
+        } else {
+            println!("        - {}", e[i]);
+            i += 1;
+        }
+    }
+    Ok(())
 }
 
 fn decide(plugin: &Plugin, context: &Arc<PartnerContext>, sample: &Path) -> Result<Verdict> {
