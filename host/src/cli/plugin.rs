@@ -418,7 +418,7 @@ fn print_filing(f: &Filing) {
         let attrs: Vec<String> = c
             .attributes
             .iter()
-            .map(|a| format!("{}={}", a.name, a.value))
+            .map(|a| format!("{}={}", a.name, a.value.as_text()))
             .collect();
         println!("category  {}: {}", c.name, attrs.join(", "));
     }

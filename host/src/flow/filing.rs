@@ -1,5 +1,5 @@
-//! From a plugin's decision to repository requests: the one place where the
-//! plugin host's types meet the repository's. The host also adds its own
+//! From a plugin's decision to repository requests: target folder,
+//! document, collision policy and workflow. The host also adds its own
 //! standard attributes to every filed document, so each document says where
 //! it came from, when, with which checksum and which plugin decided it.
 
@@ -7,10 +7,7 @@ use std::time::SystemTime;
 
 use wharf_ecm as ecm;
 
-use crate::plugin::decision::{
-    AttributeValue, Category, Filing, Grant, Principal, RelPath, Right, VersionPolicy,
-    WorkflowRequest,
-};
+use crate::plugin::decision::{Filing, RelPath, VersionPolicy, WorkflowRequest};
 
 /// Name of the category holding the host's standard attributes.
 pub const PROVENANCE_CATEGORY: &str = "wharf Transfer";
@@ -84,7 +81,7 @@ pub fn new_document(
     filing: &Filing,
     provenance: &Provenance,
 ) -> ecm::NewDocument {
-    let mut categories: Vec<ecm::Category> = filing.categories.iter().map(category).collect();
+    let mut categories = filing.categories.clone();
     categories.push(provenance.category());
     ecm::NewDocument {
         parent,
@@ -94,60 +91,6 @@ pub fn new_document(
         sha256: provenance.sha256.clone(),
         categories,
         policy: policy(filing.version_policy),
-    }
-}
-
-/// A plugin's category as the repository's.
-pub fn category(c: &Category) -> ecm::Category {
-    ecm::Category {
-        name: c.name.clone(),
-        attributes: c
-            .attributes
-            .iter()
-            .map(|a| ecm::Attribute {
-                name: a.name.clone(),
-                value: match &a.value {
-                    AttributeValue::Text(t) => ecm::AttributeValue::Text(t.clone()),
-                    AttributeValue::Integer(i) => ecm::AttributeValue::Integer(*i),
-                    AttributeValue::Decimal(d) => ecm::AttributeValue::Decimal(d.clone()),
-                    AttributeValue::Date(d) => ecm::AttributeValue::Date(d.clone()),
-                    AttributeValue::Boolean(b) => ecm::AttributeValue::Boolean(*b),
-                    AttributeValue::TextList(l) => ecm::AttributeValue::TextList(l.clone()),
-                },
-            })
-            .collect(),
-    }
-}
-
-/// A plugin's grants as the repository's.
-pub fn grants(grants: &[Grant]) -> Vec<ecm::Grant> {
-    grants
-        .iter()
-        .map(|g| ecm::Grant {
-            principal: match &g.principal {
-                Principal::Owner => ecm::Principal::Owner,
-                Principal::OwnerGroup => ecm::Principal::OwnerGroup,
-                Principal::Public => ecm::Principal::Public,
-                Principal::User(u) => ecm::Principal::User(u.clone()),
-                Principal::Group(g) => ecm::Principal::Group(g.clone()),
-            },
-            rights: g.rights.iter().map(|r| right(*r)).collect(),
-        })
-        .collect()
-}
-
-fn right(r: Right) -> ecm::Right {
-    match r {
-        Right::See => ecm::Right::See,
-        Right::SeeContents => ecm::Right::SeeContents,
-        Right::Modify => ecm::Right::Modify,
-        Right::EditAttributes => ecm::Right::EditAttributes,
-        Right::AddItems => ecm::Right::AddItems,
-        Right::Reserve => ecm::Right::Reserve,
-        Right::AddMajorVersion => ecm::Right::AddMajorVersion,
-        Right::DeleteVersions => ecm::Right::DeleteVersions,
-        Right::Delete => ecm::Right::Delete,
-        Right::EditPermissions => ecm::Right::EditPermissions,
     }
 }
 
@@ -201,7 +144,9 @@ pub fn mime_type(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::decision::{Attribute, Target, relative_path};
+    use crate::plugin::decision::{
+        Attribute, AttributeValue, Category, Grant, Principal, Right, Target, relative_path,
+    };
 
     fn provenance() -> Provenance {
         Provenance {
@@ -282,16 +227,6 @@ mod tests {
             folder_path(&root, &folder),
             ["Partners", "acme", "Invoices", "ACME01"]
         );
-    }
-
-    #[test]
-    fn grants_keep_principals_and_rights() {
-        let g = grants(&filing().permissions);
-        assert_eq!(
-            g[0].principal,
-            ecm::Principal::Group("Accounts Payable".into())
-        );
-        assert_eq!(g[0].rights, [ecm::Right::See, ecm::Right::SeeContents]);
     }
 
     #[test]

@@ -99,105 +99,10 @@ pub enum Target {
     },
 }
 
-/// A typed attribute value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "kebab-case")]
-pub enum AttributeValue {
-    /// Text.
-    Text(String),
-    /// Whole number.
-    Integer(i64),
-    /// Exact decimal number in plain notation, e.g. `1650.39`.
-    Decimal(String),
-    /// ISO 8601 date.
-    Date(String),
-    /// Flag.
-    Boolean(bool),
-    /// Several texts.
-    TextList(Vec<String>),
-}
-
-impl std::fmt::Display for AttributeValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttributeValue::Text(t) | AttributeValue::Date(t) | AttributeValue::Decimal(t) => {
-                f.write_str(t)
-            }
-            AttributeValue::Integer(i) => write!(f, "{i}"),
-            AttributeValue::Boolean(b) => write!(f, "{b}"),
-            AttributeValue::TextList(l) => f.write_str(&l.join("|")),
-        }
-    }
-}
-
-/// A named attribute.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attribute {
-    /// Attribute name.
-    pub name: String,
-    /// Its value.
-    pub value: AttributeValue,
-}
-
-/// A category with attributes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Category {
-    /// Category name.
-    pub name: String,
-    /// Attributes.
-    pub attributes: Vec<Attribute>,
-}
-
-/// Who a grant is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
-pub enum Principal {
-    /// The owner.
-    Owner,
-    /// The owner group.
-    OwnerGroup,
-    /// Everybody.
-    Public,
-    /// A named user.
-    User(String),
-    /// A named group.
-    Group(String),
-}
-
-/// A permission, named as Content Server names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Right {
-    /// See.
-    See,
-    /// See contents.
-    SeeContents,
-    /// Modify.
-    Modify,
-    /// Edit attributes.
-    EditAttributes,
-    /// Add items.
-    AddItems,
-    /// Reserve.
-    Reserve,
-    /// Add major version.
-    AddMajorVersion,
-    /// Delete versions.
-    DeleteVersions,
-    /// Delete.
-    Delete,
-    /// Edit permissions.
-    EditPermissions,
-}
-
-/// Rights for a principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Grant {
-    /// Who.
-    pub principal: Principal,
-    /// What.
-    pub rights: Vec<Right>,
-}
+// The metadata vocabulary (attributes, categories, principals, rights,
+// grants) is the repository's own: a plugin speaks it, the host validates
+// it here and hands it on unchanged.
+pub use wharf_ecm::{Attribute, AttributeValue, Category, Grant, Principal, Right};
 
 /// Name-collision policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
