@@ -3,6 +3,7 @@
 mod config;
 mod ecm;
 mod plugin;
+mod run;
 
 use std::process::ExitCode;
 
@@ -34,16 +35,31 @@ pub enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Run the service: poll every partner, file what arrives, serve
+    /// /healthz, /readyz and /metrics; stop cleanly on SIGTERM. With
+    /// --once, do one cycle and print a summary.
+    Run(run::RunArgs),
+    /// The demonstration: sample partner files in local folders, the
+    /// example plugins and the embedded repository, one cycle, and what
+    /// happened to every file.
+    Dev(run::DevArgs),
 }
 
 /// Run the command line; the exit code says how it went.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
     let result = match cli.command {
-        Command::Plugin(cmd) => plugin::run(cmd),
-        Command::Ecm(cmd) => ecm::run(cmd),
-        Command::Config(cmd) => config::run(cmd),
+        Command::Run(args) => run::run(args, &cli.log),
+        Command::Dev(args) => run::dev(args, &cli.log),
+        command => {
+            init_logging(&cli.log, false);
+            match command {
+                Command::Plugin(cmd) => plugin::run(cmd),
+                Command::Ecm(cmd) => ecm::run(cmd),
+                Command::Config(cmd) => config::run(cmd),
+                Command::Run(_) | Command::Dev(_) => unreachable!("handled above"),
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -54,12 +70,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+/// Log to standard error, as text or JSON lines. The FTP library's
+/// command trace (which includes the `PASS` line) is always capped.
+fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            wharf_endpoint::LOG_FILTER
+                .parse()
+                .expect("a valid directive"),
+        );
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

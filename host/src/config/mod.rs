@@ -46,6 +46,13 @@ pub struct RuntimeConfig {
     pub fuel: bool,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// On shutdown, how long files in flight may take to finish (seconds);
+    /// what is still running then resumes at the next start.
+    pub drain_secs: u64,
+    /// How often each partner's delivery log of the day is rewritten into
+    /// the repository (seconds); it is also written at day change and at
+    /// shutdown.
+    pub delivery_log_secs: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +64,8 @@ impl Default for RuntimeConfig {
             max_concurrent_files: 16,
             fuel: false,
             log_format: "text".into(),
+            drain_secs: 300,
+            delivery_log_secs: 900,
         }
     }
 }
@@ -87,9 +96,11 @@ pub struct OtcsConfig {
     /// Node id under which partner folders live (Enterprise Workspace: 2000).
     #[serde(default = "enterprise_workspace")]
     pub root_id: u64,
-    /// Category names → category ids.
-    #[serde(default)]
-    pub categories: BTreeMap<String, u64>,
+    /// TOML file mapping the names plugins use to ids on the server
+    /// (`[categories.<name>]` with `id` and `attributes`, `[workspace_types]`,
+    /// `[workflows]`, `[rm_classes]`, `[users]`, `[groups]`), relative to the
+    /// configuration file. Without it no names can be mapped.
+    pub mapping_file: Option<PathBuf>,
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<PathBuf>,
 }
@@ -189,6 +200,13 @@ pub struct PartnerConfig {
     pub max_connections: u32,
     /// Repository folder under which this partner's documents are filed.
     pub ecm_root: Option<String>,
+    /// Failed attempts (transfer or repository refusals) after which a file
+    /// is quarantined. Repository outages do not count.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Seconds a file may be deferred by its plugin before it is quarantined.
+    #[serde(default = "default_defer")]
+    pub max_defer_secs: u64,
     /// Limits of every plugin call.
     #[serde(default)]
     pub limits: Limits,
@@ -217,6 +235,12 @@ fn default_after() -> AfterFiling {
 }
 fn default_poll() -> u64 {
     60
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_defer() -> u64 {
+    24 * 3600
 }
 fn default_concurrency() -> u32 {
     4
@@ -341,6 +365,32 @@ fn resolve_paths(config: &mut WharfConfig, base: &Path) {
     };
     join(&mut config.runtime.state_dir);
     join(&mut config.runtime.plugins_dir);
+    if let EcmConfig::Otcs(otcs) = &mut config.ecm {
+        for p in [
+            &mut otcs.password_file,
+            &mut otcs.mapping_file,
+            &mut otcs.ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
+    }
+    for partner in &mut config.partners {
+        for p in [
+            &mut partner.password_file,
+            &mut partner.key_file,
+            &mut partner.passphrase_file,
+            &mut partner.known_hosts,
+            &mut partner.ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
+    }
 }
 
 const SECRET_WORDS: [&str; 4] = ["password", "passphrase", "secret", "token"];
@@ -536,6 +586,9 @@ fn validate(config: &WharfConfig, base: &Path, add: &mut impl FnMut(String, Stri
                 key("complete.marker_suffix"),
                 "must be a non-empty name suffix such as \".done\"".into(),
             );
+        }
+        if p.max_attempts == 0 {
+            add(key("max_attempts"), "must be at least 1".into());
         }
         if p.concurrency == 0 {
             add(key("concurrency"), "must be at least 1".into());

@@ -1,5 +1,11 @@
 //! The flows: what happens to a file between a partner's server and the
 //! repository. [`filing`] turns a plugin's decision into repository
-//! requests; the inbound pipeline builds on it.
+//! requests; [`inbound`] is the pipeline from a partner's inbox into the
+//! repository; [`connect`] builds endpoints and repositories from the
+//! configuration.
 
+pub mod bridge;
+pub mod connect;
+pub mod delivery;
 pub mod filing;
+pub mod inbound;

@@ -41,6 +41,9 @@ pub enum LedgerError {
     /// No such claim.
     #[error("claim {0} does not exist")]
     Missing(i64),
+    /// The database was written by another version of the ledger.
+    #[error("ledger schema version {0} is not the version 1 this runtime reads")]
+    Schema(i64),
 }
 
 /// Where a claim stands.
@@ -89,6 +92,7 @@ impl State {
                 | (Transferred, Filed)
                 | (Filed, Done)
                 | (Claimed | Transferred, Quarantined)
+                | (Claimed | Transferred, Done)
                 | (Quarantined, Done)
         )
     }
@@ -132,8 +136,20 @@ pub struct Claim {
     pub plugin: Option<String>,
     /// Why it was quarantined.
     pub reason: Option<String>,
-    /// Final outcome once done: `filed` or `quarantined`.
+    /// Final outcome once done: `filed`, `quarantined`, `ignored` or
+    /// `vanished` (the partner removed the file before it was transferred).
     pub outcome: Option<String>,
+    /// Failed attempts (transfer, repository or remote errors).
+    pub failures: u32,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// The workflow started for the document, once started.
+    pub workflow_id: Option<i64>,
+    /// When the file was first claimed (seconds since the Unix epoch).
+    pub created_at: i64,
+    /// When the claim last changed (seconds since the Unix epoch); for a
+    /// finished claim, when it finished.
+    pub updated_at: i64,
 }
 
 /// What [`Ledger::claim`] found.
@@ -174,11 +190,16 @@ CREATE TABLE IF NOT EXISTS claims (
     plugin      TEXT,
     reason      TEXT,
     outcome     TEXT,
+    failures    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    workflow_id INTEGER,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     UNIQUE (partner, path, size, mtime)
 );
 CREATE INDEX IF NOT EXISTS claims_open ON claims (partner, state) WHERE state <> 'done';
+CREATE INDEX IF NOT EXISTS claims_finished ON claims (partner, updated_at) WHERE state = 'done';
+PRAGMA user_version = 1;
 ";
 
 impl Ledger {
@@ -199,6 +220,15 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tables: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'claims'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 && version != 1 {
+            return Err(LedgerError::Schema(version));
+        }
         conn.execute_batch(SCHEMA)?;
         Ok(Ledger {
             conn: Mutex::new(conn),
@@ -320,14 +350,85 @@ impl Ledger {
         self.advance(id, from, State::Done, ", outcome = ?5", &[&outcome])
     }
 
+    /// The file was left alone for good (`ignored` by its plugin, or
+    /// `vanished` from the server before its bytes arrived); `from` is
+    /// `Claimed` or `Transferred`.
+    pub fn dropped(&self, id: i64, from: State, outcome: &str) -> Result<Claim, LedgerError> {
+        if !matches!(from, State::Claimed | State::Transferred) {
+            return Err(LedgerError::Transition {
+                id,
+                expected: from,
+                actual: from,
+                to: State::Done,
+            });
+        }
+        self.advance(id, from, State::Done, ", outcome = ?5", &[&outcome])
+    }
+
+    /// The document is stored as `node_id`; the claim stays `transferred`
+    /// until the rest of the filing (permissions, retention, workflow) is
+    /// done, so a crash in between resumes with the node known.
+    pub fn stored(&self, id: i64, node_id: u64) -> Result<(), LedgerError> {
+        self.set(id, "node_id = ?2", &(node_id as i64))
+    }
+
+    /// The document's workflow has started: it is never started twice.
+    pub fn workflow_started(&self, id: i64, workflow_id: i64) -> Result<(), LedgerError> {
+        self.set(id, "workflow_id = ?2", &workflow_id)
+    }
+
+    /// An attempt failed with `error` (which must not hold secrets); returns
+    /// how many attempts have failed.
+    pub fn failed(&self, id: i64, error: &str) -> Result<u32, LedgerError> {
+        let conn = self.conn();
+        let changed = conn.execute(
+            "UPDATE claims SET failures = failures + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, error, now()],
+        )?;
+        if changed == 0 {
+            return Err(LedgerError::Missing(id));
+        }
+        Ok(get(&conn, id)?.failures)
+    }
+
+    fn set(
+        &self,
+        id: i64,
+        assignment: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<(), LedgerError> {
+        let conn = self.conn();
+        let sql = format!("UPDATE claims SET {assignment}, updated_at = ?3 WHERE id = ?1");
+        let changed = conn.execute(&sql, params![id, value, now()])?;
+        if changed == 0 {
+            return Err(LedgerError::Missing(id));
+        }
+        Ok(())
+    }
+
+    /// Claims of `partner` finished in `[from, to)` (seconds since the Unix
+    /// epoch), in the order they finished: one day's delivery log.
+    pub fn finished_between(
+        &self,
+        partner: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Claim>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE state = 'done' AND partner = ?1 AND updated_at >= ?2 AND updated_at < ?3 ORDER BY updated_at, id"
+        ))?;
+        let rows = stmt.query_map(params![partner, from, to], row_to_claim)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every unfinished claim of `partner` (all partners when `None`), oldest
     /// first: what start-up must resume.
     pub fn unfinished(&self, partner: Option<&str>) -> Result<Vec<Claim>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome
-             FROM claims WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id"
+        ))?;
         let rows = stmt.query_map(params![partner], row_to_claim)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -373,10 +474,15 @@ fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
         plugin: r.get(9)?,
         reason: r.get(10)?,
         outcome: r.get(11)?,
+        failures: r.get::<_, i64>(12)? as u32,
+        last_error: r.get(13)?,
+        workflow_id: r.get(14)?,
+        created_at: r.get(15)?,
+        updated_at: r.get(16)?,
     })
 }
 
-const SELECT: &str = "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome FROM claims";
+const SELECT: &str = "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome, failures, last_error, workflow_id, created_at, updated_at FROM claims";
 
 fn get(conn: &Connection, id: i64) -> Result<Claim, LedgerError> {
     conn.query_row(
@@ -492,6 +598,57 @@ mod tests {
         let done = ledger.done(c.id, State::Quarantined).unwrap();
         assert_eq!(done.reason.as_deref(), Some("bad-header"));
         assert_eq!(done.outcome.as_deref(), Some("quarantined"));
+    }
+
+    #[test]
+    fn failures_steps_and_the_delivery_day_are_recorded() {
+        let ledger = Ledger::in_memory().unwrap();
+        let c = new_claim(&ledger, "in/a.csv");
+        assert_eq!(ledger.failed(c.id, "connection reset").unwrap(), 1);
+        assert_eq!(ledger.failed(c.id, "timed out").unwrap(), 2);
+        ledger.transferred(c.id, "ab").unwrap();
+        ledger.stored(c.id, 7).unwrap();
+        ledger.workflow_started(c.id, 9).unwrap();
+        let got = ledger.get(c.id).unwrap();
+        assert_eq!(
+            (
+                got.failures,
+                got.last_error.as_deref(),
+                got.node_id,
+                got.workflow_id
+            ),
+            (2, Some("timed out"), Some(7), Some(9))
+        );
+        ledger.filed(c.id, 7, "p").unwrap();
+        let done = ledger.done(c.id, State::Filed).unwrap();
+        let ignored = new_claim(&ledger, "in/readme.txt");
+        ledger
+            .dropped(ignored.id, State::Claimed, "ignored")
+            .unwrap();
+        assert!(ledger.dropped(c.id, State::Filed, "ignored").is_err());
+        let day = ledger
+            .finished_between("acme", done.updated_at - 1, done.updated_at + 1)
+            .unwrap();
+        assert_eq!(day.len(), 2);
+        assert_eq!(day[1].outcome.as_deref(), Some("ignored"));
+        assert!(
+            ledger
+                .finished_between("other", 0, i64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_ledger_of_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        drop(Ledger::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        assert!(matches!(Ledger::open(&path), Err(LedgerError::Schema(7))));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub use limits::Limits;
 use bindings::{Partner, PartnerPre};
 use content::ContentHandle;
 use state::HostState;
+pub(crate) use state::printable;
 
 /// The contract package this host implements.
 pub const CONTRACT: &str = "wharf:plugin";

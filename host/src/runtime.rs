@@ -1,0 +1,502 @@
+//! The service: opens the state (ledger, repository, plugins, endpoints),
+//! polls every partner on its schedule, runs files through their inbound
+//! pipelines with bounded concurrency (per partner and overall), keeps the
+//! delivery logs, and reports to the admin endpoint. [`Runtime::once`] does
+//! one cycle and returns what happened; [`Runtime::serve`] runs until its
+//! shutdown token fires, then lets the files in flight finish.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wharf_ecm::NodeId;
+
+use crate::admin::Health;
+use crate::config::{EcmConfig, WharfConfig};
+use crate::flow::bridge::{EndpointFiles, RepositoryScope};
+use crate::flow::connect::{self, AnyRepository};
+use crate::flow::delivery;
+use crate::flow::inbound::{FileReport, Inbound, Outcome, PipelineOptions};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::plugin::{HostConfig, PartnerContext, PluginHost};
+
+/// One partner as the runtime drives it.
+pub struct PartnerRun {
+    /// The pipeline.
+    pub inbound: Arc<Inbound<AnyRepository>>,
+    limit: Arc<Semaphore>,
+}
+
+/// A partner that could not be started, and why.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// Partner id.
+    pub partner: String,
+    /// Why (never holds secrets).
+    pub reason: String,
+}
+
+/// The running service's parts.
+pub struct Runtime {
+    config: WharfConfig,
+    repo: Arc<AnyRepository>,
+    ledger: Arc<Ledger>,
+    partners: Vec<PartnerRun>,
+    unavailable: Vec<Unavailable>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    global: Arc<Semaphore>,
+    root: NodeId,
+}
+
+/// What one `--once` cycle did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Every file report, in the order the files finished.
+    pub files: Vec<FileReport>,
+    /// Files seen but not complete yet when the cycle ended, per partner.
+    pub waiting: Vec<(String, usize)>,
+    /// Partners that could not be polled, and why.
+    pub unavailable: Vec<Unavailable>,
+    /// Wall time of the cycle.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// How many files ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.files.iter().filter(|f| f.outcome == outcome).count()
+    }
+}
+
+/// One partner's part of a `--once` cycle.
+struct Cycle {
+    partner: String,
+    files: Vec<FileReport>,
+    waiting: usize,
+    trouble: Option<String>,
+}
+
+/// Create `dir` (and parents) readable by the owner only.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))?;
+    Ok(())
+}
+
+impl Runtime {
+    /// Open everything the configuration names. A partner whose plugin or
+    /// endpoint cannot be set up is reported (see [`Runtime::unavailable`])
+    /// and left out; the others run.
+    pub async fn open(config: WharfConfig) -> anyhow::Result<Self> {
+        let state = config.runtime.state_dir.clone();
+        private_dir(&state)?;
+        let ledger = Arc::new(
+            Ledger::open(&state.join("ledger.db"))
+                .with_context(|| format!("opening the ledger in {}", state.display()))?,
+        );
+        let repo = Arc::new(connect::open_repository(&config).await?);
+        let root = match &config.ecm {
+            EcmConfig::Embedded => NodeId::ENTERPRISE,
+            EcmConfig::Otcs(o) => NodeId(o.root_id as i64),
+        };
+        let cache = state.join("cache");
+        private_dir(&cache)?;
+        let host = Arc::new(
+            PluginHost::new(HostConfig {
+                cache_dir: Some(cache),
+                max_concurrent_calls: config.runtime.max_concurrent_files.max(1) * 2,
+                fuel: config.runtime.fuel,
+                ..HostConfig::default()
+            })
+            .context("starting the plugin host")?,
+        );
+        let options = PipelineOptions {
+            spool_dir: state.join("spool"),
+            repository_root: root,
+        };
+        let handle = tokio::runtime::Handle::current();
+        let mut partners = Vec::new();
+        let mut unavailable = Vec::new();
+        for p in config.partners.iter().filter(|p| p.enabled) {
+            let setup = async {
+                let plugin_path = config.runtime.plugins_dir.join(&p.plugin);
+                let plugin = {
+                    let host = host.clone();
+                    let path = plugin_path.clone();
+                    tokio::task::spawn_blocking(move || host.load(&path))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .with_context(|| format!("loading {}", plugin_path.display()))?
+                };
+                let endpoint = connect::endpoint_for(p, &state)?;
+                let files = EndpointFiles::new(endpoint.clone(), &p.outbox, handle.clone())
+                    .map_err(|e| anyhow::anyhow!("outbox: {e}"))?;
+                let partner_root = {
+                    let segments = crate::plugin::decision::relative_path(&p.ecm_root())
+                        .map_err(|e| anyhow::anyhow!("ecm_root: {e}"))?;
+                    wharf_ecm::Repository::ensure_folder(repo.as_ref(), root, segments.segments())
+                        .await
+                        .context("creating the partner's repository folder")?
+                };
+                let context = Arc::new(PartnerContext {
+                    partner: p.id.clone(),
+                    settings: p.settings.clone(),
+                    limits: p.limits.clone(),
+                    files: Arc::new(files),
+                    repository: Arc::new(RepositoryScope::new(
+                        repo.clone(),
+                        partner_root,
+                        handle.clone(),
+                    )),
+                });
+                let inbound = Inbound::new(
+                    p.clone(),
+                    endpoint,
+                    plugin,
+                    context,
+                    repo.clone(),
+                    ledger.clone(),
+                    &options,
+                )
+                .map_err(|e| anyhow::anyhow!(e))?;
+                anyhow::Ok(inbound)
+            };
+            match setup.await {
+                Ok(inbound) => partners.push(PartnerRun {
+                    inbound: Arc::new(inbound),
+                    limit: Arc::new(Semaphore::new(p.concurrency.max(1) as usize)),
+                }),
+                Err(e) => {
+                    tracing::error!(partner = %p.id, "partner not started: {e:#}");
+                    unavailable.push(Unavailable {
+                        partner: p.id.clone(),
+                        reason: format!("{e:#}"),
+                    });
+                }
+            }
+        }
+        let health = Arc::new(Health::new());
+        for u in &unavailable {
+            health.set_partner(&u.partner, Err(u.reason.clone()));
+        }
+        Ok(Runtime {
+            global: Arc::new(Semaphore::new(
+                config.runtime.max_concurrent_files.max(1) as usize
+            )),
+            config,
+            repo,
+            ledger,
+            partners,
+            unavailable,
+            metrics: Arc::new(Metrics::new()),
+            health,
+            root,
+        })
+    }
+
+    /// The partners that run.
+    pub fn partners(&self) -> &[PartnerRun] {
+        &self.partners
+    }
+
+    /// Partners left out at start-up, and why.
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The readiness record.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<AnyRepository> {
+        &self.repo
+    }
+
+    fn record(&self, run: &PartnerRun, report: &FileReport) {
+        let partner = &report.partner;
+        let plugin = run.inbound.plugin().info().name.clone();
+        if let Some(t) = report.plugin_time {
+            self.metrics.plugin_call(&plugin, t.as_secs_f64());
+        }
+        match report.outcome {
+            Outcome::Filed | Outcome::Quarantined | Outcome::Ignored | Outcome::Deferred => {
+                self.metrics.file_done(
+                    partner,
+                    &plugin,
+                    report.outcome.as_str(),
+                    report.bytes_received,
+                    report.elapsed.as_secs_f64(),
+                )
+            }
+            Outcome::Retrying => self
+                .metrics
+                .failure(partner, report.failed_step.unwrap_or("transfer")),
+            Outcome::Skipped | Outcome::Gone => {}
+        }
+        if let Some(step) = report.failed_step
+            && report.outcome == Outcome::Quarantined
+        {
+            self.metrics.failure(partner, step);
+        }
+    }
+
+    /// Process `entry` under the partner's and the global limits.
+    async fn dispatch(
+        self: &Arc<Self>,
+        index: usize,
+        entry: wharf_endpoint::Entry,
+        cancel: &CancellationToken,
+    ) -> Option<FileReport> {
+        let run = &self.partners[index];
+        let _global = self.global.clone().acquire_owned().await.ok()?;
+        let _partner = run.limit.clone().acquire_owned().await.ok()?;
+        if cancel.is_cancelled() {
+            // Not started: the file stays on the server for the next run.
+            return None;
+        }
+        let _flight = self.metrics.in_flight(&run.inbound.partner().id);
+        let report = run.inbound.process(entry).await?;
+        self.record(run, &report);
+        Some(report)
+    }
+
+    /// One partner's start: folders, then unfinished claims.
+    async fn start_partner(self: &Arc<Self>, index: usize) -> Result<Vec<FileReport>, String> {
+        let run = &self.partners[index];
+        run.inbound.prepare().await?;
+        let reports = run.inbound.resume().await?;
+        for r in &reports {
+            self.record(run, r);
+        }
+        Ok(reports)
+    }
+
+    /// One poll of a partner: the ready files, with health and metrics
+    /// updated.
+    async fn poll(self: &Arc<Self>, index: usize) -> Option<Vec<wharf_endpoint::Entry>> {
+        let inbound = &self.partners[index].inbound;
+        let id = &inbound.partner().id;
+        let started = Instant::now();
+        let listed = inbound.poll().await;
+        self.metrics
+            .poll(id, started.elapsed().as_secs_f64(), listed.is_ok());
+        match listed {
+            Ok(ready) => {
+                self.health.set_partner(id, Ok(()));
+                Some(ready)
+            }
+            Err(e) => {
+                tracing::warn!(partner = %id, "poll failed: {e}");
+                self.health.set_partner(id, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Write the delivery logs of `index` for today (and yesterday, whose
+    /// log may have missed its last files).
+    async fn delivery_logs(&self, index: usize, with_yesterday: bool) {
+        let p = self.partners[index].inbound.partner();
+        let today = delivery::day_start(crate::flow::inbound::now_secs());
+        let days: &[i64] = if with_yesterday {
+            &[today - 86_400, today]
+        } else {
+            &[today]
+        };
+        for day in days {
+            if let Err(e) =
+                delivery::write(self.repo.as_ref(), &self.ledger, p, self.root, *day).await
+            {
+                tracing::warn!(partner = %p.id, "delivery log not written: {e}");
+            }
+        }
+    }
+
+    /// One cycle of every partner: resume unfinished claims, then poll until
+    /// every file seen is processed or has not become complete within what
+    /// the partner's completeness rule needs (its stable polls, a second
+    /// apart, and its minimum age). Each file is tried once.
+    pub async fn once(self: &Arc<Self>) -> Summary {
+        let started = Instant::now();
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..self.partners.len() {
+            let this = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move { this.once_partner(index, &cancel).await });
+        }
+        let mut summary = Summary {
+            unavailable: self.unavailable.clone(),
+            ..Summary::default()
+        };
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(cycle) => {
+                    if let Some(reason) = cycle.trouble {
+                        summary.unavailable.push(Unavailable {
+                            partner: cycle.partner.clone(),
+                            reason,
+                        });
+                    }
+                    summary.files.extend(cycle.files);
+                    summary.waiting.push((cycle.partner, cycle.waiting));
+                }
+                Err(e) => tracing::error!("partner task failed: {e}"),
+            }
+        }
+        summary.elapsed = started.elapsed();
+        summary
+    }
+
+    async fn once_partner(self: &Arc<Self>, index: usize, cancel: &CancellationToken) -> Cycle {
+        let inbound = self.partners[index].inbound.clone();
+        let p = inbound.partner().clone();
+        let mut files = match self.start_partner(index).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Cycle {
+                    partner: p.id.clone(),
+                    files: Vec::new(),
+                    waiting: 0,
+                    trouble: Some(e),
+                };
+            }
+        };
+        let gap = Duration::from_secs(1);
+        let budget = Duration::from_secs(p.complete.min_age_secs)
+            + gap * (p.complete.stable_polls + 1)
+            + Duration::from_secs(2);
+        let started = Instant::now();
+        let mut tried = HashSet::new();
+        let mut trouble = None;
+        loop {
+            let Some(ready) = self.poll(index).await else {
+                trouble = Some("the partner's server could not be listed".to_string());
+                break;
+            };
+            let mut batch = tokio::task::JoinSet::new();
+            for entry in ready {
+                let key = (entry.path.as_string(), entry.size, entry.mtime);
+                if !tried.insert(key) {
+                    continue;
+                }
+                let this = self.clone();
+                let cancel = cancel.clone();
+                batch.spawn(async move { this.dispatch(index, entry, &cancel).await });
+            }
+            while let Some(r) = batch.join_next().await {
+                if let Ok(Some(report)) = r {
+                    files.push(report);
+                }
+            }
+            if inbound.waiting() == 0 || started.elapsed() > budget {
+                break;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        self.delivery_logs(index, false).await;
+        Cycle {
+            partner: p.id.clone(),
+            files,
+            waiting: inbound.waiting(),
+            trouble,
+        }
+    }
+
+    /// Run until `shutdown` fires: poll every partner on its interval and
+    /// process what is ready. On shutdown no new file is started; files in
+    /// flight finish (up to `runtime.drain_secs`).
+    pub async fn serve(self: &Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let loops = TaskTracker::new();
+        for index in 0..self.partners.len() {
+            let this = self.clone();
+            let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
+            loops.spawn(async move { this.partner_loop(index, shutdown, tracker).await });
+        }
+        self.health.set_ready(true);
+        shutdown.cancelled().await;
+        self.health.set_ready(false);
+        tracing::info!("shutting down: finishing files in flight");
+        loops.close();
+        loops.wait().await;
+        tracker.close();
+        let drain = Duration::from_secs(self.config.runtime.drain_secs);
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                "files still in flight after {} s; they resume at the next start",
+                drain.as_secs()
+            );
+        }
+        for index in 0..self.partners.len() {
+            self.delivery_logs(index, false).await;
+        }
+        Ok(())
+    }
+
+    async fn partner_loop(
+        self: Arc<Self>,
+        index: usize,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let p = self.partners[index].inbound.partner().clone();
+        let interval = Duration::from_secs(p.poll_interval_secs.max(1));
+        let log_every = Duration::from_secs(self.config.runtime.delivery_log_secs.max(1));
+        let mut started = false;
+        let mut last_log = Instant::now();
+        let mut log_day = delivery::day_start(crate::flow::inbound::now_secs());
+        while !shutdown.is_cancelled() {
+            if !started {
+                match self.start_partner(index).await {
+                    Ok(_) => {
+                        started = true;
+                        self.delivery_logs(index, true).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(partner = %p.id, "cannot start: {e}");
+                        self.health.set_partner(&p.id, Err(e));
+                    }
+                }
+            }
+            if started && let Some(ready) = self.poll(index).await {
+                for entry in ready {
+                    let this = self.clone();
+                    let cancel = shutdown.clone();
+                    tracker.spawn(async move { this.dispatch(index, entry, &cancel).await });
+                }
+            }
+            let today = delivery::day_start(crate::flow::inbound::now_secs());
+            if started && (last_log.elapsed() >= log_every || today != log_day) {
+                self.delivery_logs(index, today != log_day).await;
+                last_log = Instant::now();
+                log_day = today;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
