@@ -75,6 +75,9 @@ impl Summary {
     }
 }
 
+/// Every this many polls, unfinished claims are resumed from the ledger.
+const RESUME_EVERY: u64 = 30;
+
 /// One partner's part of a `--once` cycle.
 struct Cycle {
     partner: String,
@@ -465,6 +468,7 @@ impl Runtime {
         let interval = Duration::from_secs(p.poll_interval_secs.max(1));
         let log_every = Duration::from_secs(self.config.runtime.delivery_log_secs.max(1));
         let mut started = false;
+        let mut cycle: u64 = 0;
         let mut last_log = Instant::now();
         let mut log_day = delivery::day_start(crate::flow::inbound::now_secs());
         while !shutdown.is_cancelled() {
@@ -479,6 +483,20 @@ impl Runtime {
                         self.health.set_partner(&p.id, Err(e));
                     }
                 }
+            }
+            cycle += 1;
+            if started && cycle % RESUME_EVERY == 0 {
+                // Claims whose file left the inbox (moved by a crash at
+                // the wrong moment, or taken away by the partner) are not
+                // listed again; finish them from the ledger.
+                let this = self.clone();
+                tracker.spawn(async move {
+                    if let Ok(reports) = this.partners[index].inbound.resume().await {
+                        for r in &reports {
+                            this.record(&this.partners[index], r);
+                        }
+                    }
+                });
             }
             if started && let Some(ready) = self.poll(index).await {
                 for entry in ready {

@@ -249,3 +249,84 @@ fn plugin_test_shows_a_diff_and_fails_on_a_changed_verdict() {
     ]);
     assert!(again.status.success(), "{}", stdout(&again));
 }
+
+#[test]
+fn dev_runs_the_samples_through_the_example_plugins() {
+    let acme = component("acme-invoices");
+    component("northwind-quality");
+    let plugins = acme.parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let args = [
+        "dev",
+        "--dir",
+        demo.to_str().unwrap(),
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ];
+    let out = wharf(&args);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // partner, filed, quarantined, ignored, deferred, retrying, waiting
+    let row = |partner: &str| {
+        text.lines()
+            .find(|l| l.starts_with(partner))
+            .map(|l| l.split_whitespace().skip(1).take(6).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("acme "), ["1", "2", "0", "0", "0", "0"], "{text}");
+    assert_eq!(row("northwind "), ["2", "2", "0", "0", "0", "0"], "{text}");
+    assert!(text.contains("bad-name"), "{text}");
+    assert!(text.contains("wharf ecm tasks --state"), "{text}");
+    // What it printed is really there: the invoice in the repository, the
+    // files moved on the partner's side.
+    let ecm = demo.join("state/ecm");
+    let ls = wharf(&[
+        "ecm",
+        "ls",
+        "--state",
+        ecm.to_str().unwrap(),
+        "/Partners/acme/Invoices/ACME01/2026/11",
+    ]);
+    assert!(
+        stdout(&ls).contains("INV_ACME01_20261124_001.csv"),
+        "{}",
+        stdout(&ls)
+    );
+    let partners = demo.join("partners");
+    assert!(
+        partners
+            .join("acme/archive/INV_ACME01_20261124_001.csv")
+            .is_file()
+    );
+    assert!(
+        partners
+            .join("acme/error/invoice-november.csv.error.txt")
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_dir(partners.join("acme/inbox"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // A second run starts afresh from the samples.
+    let again = wharf(&args);
+    assert!(again.status.success());
+    assert_eq!(row("acme "), ["1", "2", "0", "0", "0", "0"]);
+    // A folder wharf did not make is never wiped.
+    let foreign = dir.path().join("mine");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let refused = wharf(&[
+        "dev",
+        "--dir",
+        foreign.to_str().unwrap(),
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+}

@@ -820,6 +820,18 @@ limits = { deadline_ms = 0 }
     }
 
     #[test]
+    fn the_annotated_example_is_valid_but_for_its_plugin_files() {
+        let text = include_str!("../../../examples/wharf.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let problems = parse(text, dir.path()).expect_err("its plugins are not installed here");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.key.ends_with(".plugin")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_give_a_line() {
         let problems = parse("[runtime\nstate_dir = 1", Path::new(".")).unwrap_err();
         assert_eq!(problems[0].key, "(syntax)");

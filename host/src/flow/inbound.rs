@@ -335,6 +335,16 @@ impl<R: Repository + 'static> Inbound<R> {
             let Ok(path) = RemotePath::parse(&claim.key.path) else {
                 continue;
             };
+            let deferred = self
+                .watch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&claim.key.path)
+                .and_then(|s| s.not_before)
+                .is_some_and(|t| Instant::now() < t);
+            if deferred {
+                continue;
+            }
             let entry = Entry {
                 name: path.file_name().unwrap_or_default().to_string(),
                 path,
@@ -671,11 +681,9 @@ impl<R: Repository + 'static> Inbound<R> {
     /// Record a failed step; quarantine when retrying cannot help or the
     /// file has failed too often.
     async fn failure(&self, id: i64, e: StepError, report: &mut FileReport) {
-        let failures = if e.counts {
-            self.ledger.failed(id, &e.message).unwrap_or(u32::MAX)
-        } else {
-            let _ = self.ledger.failed(id, &e.message);
-            0
+        let failures = match self.ledger.failed(id, &e.message, e.counts) {
+            Ok(n) if e.counts => n,
+            _ => 0,
         };
         report.failed_step = Some(e.step);
         let code = match e.permanent {

@@ -377,13 +377,15 @@ impl Ledger {
         self.set(id, "workflow_id = ?2", &workflow_id)
     }
 
-    /// An attempt failed with `error` (which must not hold secrets); returns
-    /// how many attempts have failed.
-    pub fn failed(&self, id: i64, error: &str) -> Result<u32, LedgerError> {
+    /// An attempt failed with `error` (which must not hold secrets). When
+    /// `counts`, the file's failure counter moves (a failure of the
+    /// environment, such as a repository outage, only records its message).
+    /// Returns the failure count.
+    pub fn failed(&self, id: i64, error: &str, counts: bool) -> Result<u32, LedgerError> {
         let conn = self.conn();
         let changed = conn.execute(
-            "UPDATE claims SET failures = failures + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, now()],
+            "UPDATE claims SET failures = failures + ?4, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, error, now(), i64::from(counts)],
         )?;
         if changed == 0 {
             return Err(LedgerError::Missing(id));
@@ -604,8 +606,9 @@ mod tests {
     fn failures_steps_and_the_delivery_day_are_recorded() {
         let ledger = Ledger::in_memory().unwrap();
         let c = new_claim(&ledger, "in/a.csv");
-        assert_eq!(ledger.failed(c.id, "connection reset").unwrap(), 1);
-        assert_eq!(ledger.failed(c.id, "timed out").unwrap(), 2);
+        assert_eq!(ledger.failed(c.id, "connection reset", true).unwrap(), 1);
+        assert_eq!(ledger.failed(c.id, "repository down", false).unwrap(), 1);
+        assert_eq!(ledger.failed(c.id, "timed out", true).unwrap(), 2);
         ledger.transferred(c.id, "ab").unwrap();
         ledger.stored(c.id, 7).unwrap();
         ledger.workflow_started(c.id, 9).unwrap();
