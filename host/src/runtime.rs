@@ -485,7 +485,7 @@ impl Runtime {
                 }
             }
             cycle += 1;
-            if started && cycle % RESUME_EVERY == 0 {
+            if started && cycle.is_multiple_of(RESUME_EVERY) {
                 // Claims whose file left the inbox (moved by a crash at
                 // the wrong moment, or taken away by the partner) are not
                 // listed again; finish them from the ledger.
