@@ -206,6 +206,15 @@ impl Runtime {
         })
     }
 
+    /// Show progress bars for large transfers (on a terminal).
+    pub fn show_progress(&self) -> indicatif::MultiProgress {
+        let bars = indicatif::MultiProgress::new();
+        for p in &self.partners {
+            p.inbound.show_progress(bars.clone());
+        }
+        bars
+    }
+
     /// The partners that run.
     pub fn partners(&self) -> &[PartnerRun] {
         &self.partners

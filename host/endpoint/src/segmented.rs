@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::future::try_join_all;
 use tokio::io::AsyncReadExt;
 
-use crate::{Endpoint, Error, RemotePath, Result};
+use crate::{Endpoint, Error, Progress, RemotePath, Result};
 
 /// Below this size a file is fetched in one stream: more connections cost
 /// more than they bring.
@@ -50,6 +50,21 @@ pub async fn download_ranges(
     dest: &Path,
     segments: usize,
 ) -> Result<u64> {
+    download_ranges_with_progress(ep, path, size, dest, segments, None).await
+}
+
+/// [`download_ranges`], reporting the bytes written so far (all ranges
+/// together) to `progress` after every chunk.
+pub async fn download_ranges_with_progress(
+    ep: &dyn Endpoint,
+    path: &RemotePath,
+    size: u64,
+    dest: &Path,
+    segments: usize,
+    progress: Option<&dyn Progress>,
+) -> Result<u64> {
+    let total = std::sync::atomic::AtomicU64::new(0);
+    let total = &total;
     let file = tokio::fs::File::create(dest).await?;
     file.set_len(size).await?;
     drop(file);
@@ -94,6 +109,11 @@ pub async fn download_ranges(
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e)))??;
                 got += filled as u64;
+                let done = total.fetch_add(filled as u64, std::sync::atomic::Ordering::Relaxed)
+                    + filled as u64;
+                if let Some(p) = progress {
+                    p.advanced(done);
+                }
             }
             if got != want {
                 return Err(Error::Protocol(format!(

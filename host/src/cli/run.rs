@@ -2,6 +2,7 @@
 //! (the one-command demonstration on local folders and the embedded
 //! repository).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub fn run(args: RunArgs, log: &str) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let runtime = Arc::new(Runtime::open(config).await?);
         if args.once {
+            let _bars = std::io::stderr()
+                .is_terminal()
+                .then(|| runtime.show_progress());
             let summary = runtime.once().await;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);

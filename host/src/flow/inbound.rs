@@ -29,6 +29,8 @@ use crate::plugin::{FileInfo, PartnerContext, Plugin, ReadContent, Verdict};
 
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
+/// Transfers at least this large get a progress bar on a terminal.
+pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 /// Buffer of a streamed download.
 const CHUNK: usize = 256 * 1024;
 /// Name of the repository category describing a quarantined file.
@@ -232,6 +234,7 @@ pub struct Inbound<R> {
     watch: Mutex<HashMap<String, Sighting>>,
     busy: Mutex<HashSet<String>>,
     folders: Mutex<HashMap<Vec<String>, NodeId>>,
+    progress: std::sync::OnceLock<indicatif::MultiProgress>,
 }
 
 fn secs(t: Option<SystemTime>) -> i64 {
@@ -271,6 +274,7 @@ impl<R: Repository + 'static> Inbound<R> {
             watch: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             folders: Mutex::new(HashMap::new()),
+            progress: std::sync::OnceLock::new(),
         })
     }
 
@@ -288,6 +292,32 @@ impl<R: Repository + 'static> Inbound<R> {
     /// progress finish with the one they started with.
     pub fn swap_plugin(&self, plugin: Plugin) {
         self.plugin.store(Arc::new(plugin));
+    }
+
+    /// Show a progress bar in `bars` for every transfer of at least
+    /// [`PROGRESS_FROM`] bytes (for a terminal).
+    pub fn show_progress(&self, bars: indicatif::MultiProgress) {
+        let _ = self.progress.set(bars);
+    }
+
+    fn bar(&self, entry: &Entry) -> Option<indicatif::ProgressBar> {
+        let bars = self.progress.get()?;
+        if entry.size < PROGRESS_FROM {
+            return None;
+        }
+        let bar = bars.add(indicatif::ProgressBar::new(entry.size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:30!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!(
+            "{} {}",
+            self.partner.id,
+            crate::plugin::printable(entry.path.file_name().unwrap_or_default())
+        ));
+        Some(bar)
     }
 
     /// Get ready: create the spool folder and the remote archive and error
@@ -807,6 +837,7 @@ impl<R: Repository + 'static> Inbound<R> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
+        let bar = self.bar(entry);
         loop {
             let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
             if n == 0 {
@@ -817,26 +848,45 @@ impl<R: Repository + 'static> Inbound<R> {
                 .await
                 .map_err(|e| format!("spool: {e}"))?;
             total += n as u64;
+            if let Some(bar) = &bar {
+                bar.set_position(total);
+            }
             if total > entry.size {
                 // Still growing: stop rather than spool without bound.
                 break;
             }
         }
         file.flush().await.map_err(|e| format!("spool: {e}"))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         Ok((hex::encode(hasher.finalize()), total))
     }
 
     async fn fetch_segmented(&self, entry: &Entry, dest: &Path) -> Result<(String, u64), String> {
-        let segments = (self.partner.max_connections as usize).clamp(1, 4);
-        let got = wharf_endpoint::download_segmented(
+        let segments = wharf_endpoint::segmented::segments_for(
+            entry.size,
+            (self.partner.max_connections as usize).clamp(1, 4),
+        );
+        let bar = self.bar(entry);
+        let advanced = |done: u64| {
+            if let Some(bar) = &bar {
+                bar.set_position(done);
+            }
+        };
+        let got = wharf_endpoint::segmented::download_ranges_with_progress(
             self.endpoint.as_ref(),
             &entry.path,
             entry.size,
             dest,
             segments,
+            Some(&advanced),
         )
         .await
         .map_err(|e| e.to_string())?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         let sha = hash_file(dest.to_path_buf())
             .await
             .map_err(|e| format!("spool: {e}"))?;
