@@ -37,6 +37,12 @@ struct PluginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    partner: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -57,6 +63,7 @@ pub struct Metrics {
     poll_duration: HistogramFamily<PartnerLabel>,
     in_flight: Family<PartnerLabel, Gauge>,
     partner_up: Family<PartnerLabel, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 /// Buckets of `wharf_file_duration_seconds`: 1 ms doubling to 262 s (~4.4 min).
@@ -88,6 +95,7 @@ impl Metrics {
         let in_flight = Family::<PartnerLabel, Gauge>::default();
         let partner_up = Family::<PartnerLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -134,6 +142,11 @@ impl Metrics {
             partner_up.clone(),
         );
         registry.register(
+            "wharf_plugin_reloads",
+            "Plugin builds offered to a running partner, by result (swapped or refused)",
+            reloads.clone(),
+        );
+        registry.register(
             "wharf_build_info",
             "Always 1; the version label names the running build",
             build_info,
@@ -149,6 +162,7 @@ impl Metrics {
             poll_duration,
             in_flight,
             partner_up,
+            reloads,
         }
     }
 
@@ -198,6 +212,17 @@ impl Metrics {
         };
         self.poll_duration.get_or_create(&partner).observe(seconds);
         self.partner_up.get_or_create(&partner).set(i64::from(up));
+    }
+
+    /// Counts a plugin build offered to a running partner: `swapped` in, or
+    /// `refused` (the old build keeps serving).
+    pub fn plugin_reload(&self, partner: &str, swapped: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                partner: partner.to_owned(),
+                result: if swapped { "swapped" } else { "refused" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a file as in flight for as long as the returned guard lives.

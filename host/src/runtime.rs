@@ -53,6 +53,7 @@ pub struct Runtime {
     health: Arc<Health>,
     global: Arc<Semaphore>,
     root: NodeId,
+    host: Arc<PluginHost>,
 }
 
 /// What one `--once` cycle did.
@@ -203,6 +204,7 @@ impl Runtime {
             metrics: Arc::new(Metrics::new()),
             health,
             root,
+            host,
         })
     }
 
@@ -436,6 +438,101 @@ impl Runtime {
         }
     }
 
+    /// Load the plugin file of partner `index` again and swap it in when it
+    /// is a different, valid build. The build is compiled and checked off
+    /// the hot path; files in flight finish with the build they started
+    /// with. A build that fails to load is refused, the old one keeps
+    /// serving, and the reason is logged and counted. Returns whether a new
+    /// build was swapped in.
+    pub async fn reload_plugin(&self, index: usize) -> Result<bool, String> {
+        let inbound = &self.partners[index].inbound;
+        let p = inbound.partner();
+        let path = self.config.runtime.plugins_dir.join(&p.plugin);
+        let host = self.host.clone();
+        let loaded = tokio::task::spawn_blocking(move || host.load(&path))
+            .await
+            .map_err(|e| e.to_string())?;
+        let current = inbound.plugin();
+        match loaded {
+            Ok(plugin) if plugin.digest() == current.digest() => Ok(false),
+            Ok(plugin) => {
+                tracing::info!(
+                    partner = %p.id,
+                    "plugin {} {} ({}) replaces {} {} ({})",
+                    plugin.info().name,
+                    plugin.info().version,
+                    &plugin.digest()[..12],
+                    current.info().name,
+                    current.info().version,
+                    &current.digest()[..12]
+                );
+                inbound.swap_plugin(plugin);
+                self.metrics.plugin_reload(&p.id, true);
+                Ok(true)
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(
+                    partner = %p.id,
+                    "new plugin build refused, {} {} keeps serving: {reason}",
+                    current.info().name,
+                    current.info().version
+                );
+                self.metrics.plugin_reload(&p.id, false);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Watch the plugins folder and reload a partner's plugin when its file
+    /// changes (written in place or renamed over), until `shutdown`.
+    async fn watch_plugins(self: Arc<Self>, shutdown: CancellationToken) {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = match notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot watch the plugins folder: {e}");
+                return;
+            }
+        };
+        let dir = self.config.runtime.plugins_dir.clone();
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::error!("cannot watch {}: {e}", dir.display());
+            return;
+        }
+        loop {
+            let first = tokio::select! {
+                e = rx.recv() => e,
+                _ = shutdown.cancelled() => return,
+            };
+            let Some(first) = first else { return };
+            // A copy arrives as several writes: settle, then look once.
+            let mut events = vec![first];
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while let Ok(e) = rx.try_recv() {
+                events.push(e);
+            }
+            let changed: HashSet<std::ffi::OsString> = events
+                .into_iter()
+                .flatten()
+                .filter(|e| !e.kind.is_access())
+                .flat_map(|e| e.paths)
+                .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+                .collect();
+            for index in 0..self.partners.len() {
+                let file = Path::new(&self.partners[index].inbound.partner().plugin)
+                    .file_name()
+                    .map(|n| n.to_os_string());
+                if file.is_some_and(|f| changed.contains(&f)) {
+                    let _ = self.reload_plugin(index).await;
+                }
+            }
+        }
+    }
+
     /// Run until `shutdown` fires: poll every partner on its interval and
     /// process what is ready. On shutdown no new file is started; files in
     /// flight finish (up to `runtime.drain_secs`).
@@ -447,6 +544,7 @@ impl Runtime {
             let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
             loops.spawn(async move { this.partner_loop(index, shutdown, tracker).await });
         }
+        loops.spawn(self.clone().watch_plugins(shutdown.clone()));
         self.health.set_ready(true);
         shutdown.cancelled().await;
         self.health.set_ready(false);
