@@ -283,14 +283,27 @@ impl Runtime {
         cancel: &CancellationToken,
     ) -> Option<FileReport> {
         let run = &self.partners[index];
-        let _global = self.global.clone().acquire_owned().await.ok()?;
-        let _partner = run.limit.clone().acquire_owned().await.ok()?;
-        if cancel.is_cancelled() {
+        // Reserved while it waits for a slot, so later polls do not queue
+        // it again.
+        if !run.inbound.reserve(&entry) {
+            return None;
+        }
+        let permits = async {
+            let global = self.global.clone().acquire_owned().await.ok()?;
+            let partner = run.limit.clone().acquire_owned().await.ok()?;
+            Some((global, partner))
+        };
+        let permits = tokio::select! {
+            p = permits => p,
+            _ = cancel.cancelled() => None,
+        };
+        if permits.is_none() || cancel.is_cancelled() {
             // Not started: the file stays on the server for the next run.
+            run.inbound.release(&entry);
             return None;
         }
         let _flight = self.metrics.in_flight(&run.inbound.partner().id);
-        let report = run.inbound.process(entry).await?;
+        let report = run.inbound.process_reserved(entry).await;
         self.record(run, &report);
         Some(report)
     }
@@ -398,9 +411,15 @@ impl Runtime {
             }
         };
         let gap = Duration::from_secs(1);
-        let budget = Duration::from_secs(p.complete.min_age_secs)
-            + gap * (p.complete.stable_polls + 1)
-            + Duration::from_secs(2);
+        // How long a file may take to become complete by the rule: a
+        // marker is there or not; stability needs its polls and age.
+        let budget = if p.complete.marker_suffix.is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(p.complete.min_age_secs)
+                + gap * (p.complete.stable_polls + 1)
+                + Duration::from_secs(2)
+        };
         let started = Instant::now();
         let mut tried = HashSet::new();
         let mut trouble = None;

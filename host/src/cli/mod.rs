@@ -73,13 +73,20 @@ pub fn main() -> ExitCode {
 /// Log to standard error, as text or JSON lines. The FTP library's
 /// command trace (which includes the `PASS` line) is always capped.
 fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        .add_directive(
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if filter
+        .max_level_hint()
+        .is_none_or(|h| h >= tracing::level_filters::LevelFilter::TRACE)
+    {
+        // Tracing everything would include the FTP library's command
+        // trace, `PASS` line and all: cap that library.
+        filter = filter.add_directive(
             wharf_endpoint::LOG_FILTER
                 .parse()
                 .expect("a valid directive"),
         );
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -471,15 +471,34 @@ impl<R: Repository + 'static> Inbound<R> {
     /// Take one listed file through the pipeline. Returns `None` when the
     /// file is already being processed by another task.
     pub async fn process(&self, entry: Entry) -> Option<FileReport> {
-        let key = entry.path.as_string();
-        if !self
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
-        {
+        if !self.reserve(&entry) {
             return None;
         }
+        Some(self.process_reserved(entry).await)
+    }
+
+    /// Mark `entry` as taken, so polls and other tasks leave it alone until
+    /// it is processed ([`Inbound::process_reserved`]) or released. False
+    /// when it is taken already.
+    pub fn reserve(&self, entry: &Entry) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.path.as_string())
+    }
+
+    /// Give back a reservation that will not be processed.
+    pub fn release(&self, entry: &Entry) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&entry.path.as_string());
+    }
+
+    /// Take a file reserved with [`Inbound::reserve`] through the pipeline;
+    /// the reservation ends with it.
+    pub async fn process_reserved(&self, entry: Entry) -> FileReport {
+        let key = entry.path.as_string();
         let started = Instant::now();
         let mut report = FileReport {
             partner: self.partner.id.clone(),
@@ -517,7 +536,7 @@ impl<R: Repository + 'static> Inbound<R> {
                 node = report.node, "{}", report.detail
             ),
         }
-        Some(report)
+        report
     }
 
     async fn run(&self, entry: &Entry, report: &mut FileReport) {
@@ -813,8 +832,7 @@ impl<R: Repository + 'static> Inbound<R> {
         match self.endpoint.stat(&entry.path).await {
             Ok(None) => Fetch::Gone("the file disappeared from the server".into()),
             Ok(Some(now))
-                if now.size != entry.size
-                    || (entry.mtime.is_some() && secs(now.mtime) != secs(entry.mtime)) =>
+                if now.size != entry.size || !same_mtime(secs(entry.mtime), now.mtime) =>
             {
                 Fetch::Gone(format!(
                     "the file changed on the server while being read ({} → {} bytes)",
@@ -1204,12 +1222,7 @@ impl<R: Repository + 'static> Inbound<R> {
     async fn still_there(&self, claim: &Claim) -> Result<Option<RemotePath>, StepError> {
         let path = RemotePath::parse(&claim.key.path).map_err(StepError::remote)?;
         match self.endpoint.stat(&path).await.map_err(StepError::remote)? {
-            Some(e)
-                if e.size == claim.key.size
-                    && (claim.key.mtime == 0
-                        || e.mtime.is_none()
-                        || secs(e.mtime) == claim.key.mtime) =>
-            {
+            Some(e) if e.size == claim.key.size && same_mtime(claim.key.mtime, e.mtime) => {
                 Ok(Some(path))
             }
             // Gone already (a crash after the move), or replaced by a new
@@ -1359,6 +1372,34 @@ fn ecm_safe_name(name: &str) -> String {
     cleaned.chars().take(200).collect()
 }
 
+/// Whether `stated`, the modification time one file's stat gave (FTP
+/// `MDTM`, SFTP), is the time a listing showed as `listed` (seconds since
+/// the Unix epoch; 0 when it showed none). A listing may be coarser than a
+/// stat: an FTP `LIST` line gives the minute for recent files and only the
+/// day for files about six months old or dated in the future, so a
+/// whole-minute `listed` matches a `stated` time within that minute (that
+/// day) after it. Either time missing: nothing to compare.
+fn same_mtime(listed: i64, stated: Option<SystemTime>) -> bool {
+    if listed == 0 || stated.is_none() {
+        return true;
+    }
+    let stated = secs(stated);
+    if stated == listed {
+        return true;
+    }
+    if listed % 60 != 0 {
+        // A listing with seconds: it is as precise as the stat.
+        return false;
+    }
+    let now = now_secs();
+    let precision = if stated > now || now - stated > 180 * 86_400 {
+        86_400
+    } else {
+        60
+    };
+    (listed..listed + precision).contains(&stated)
+}
+
 /// Now, in seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
     secs(Some(SystemTime::now()))
@@ -1374,4 +1415,39 @@ pub async fn hash_file(path: PathBuf) -> std::io::Result<String> {
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_secs(secs as u64))
+    }
+
+    #[test]
+    fn a_listed_minute_matches_the_stated_seconds_within_it() {
+        let recent = now_secs() / 60 * 60 - 3600;
+        assert!(same_mtime(recent, at(recent)));
+        assert!(same_mtime(recent, at(recent + 26)));
+        assert!(same_mtime(recent, at(recent + 59)));
+        assert!(!same_mtime(recent, at(recent + 60)));
+        assert!(!same_mtime(recent, at(recent - 1)));
+        // A precise listing must agree to the second.
+        assert!(same_mtime(recent + 7, at(recent + 7)));
+        assert!(!same_mtime(recent + 7, at(recent + 8)));
+        // Nothing to compare.
+        assert!(same_mtime(0, at(recent + 5)));
+        assert!(same_mtime(recent, None));
+    }
+
+    #[test]
+    fn an_old_file_is_listed_by_its_day() {
+        let day = (now_secs() - 400 * 86_400) / 86_400 * 86_400;
+        assert!(same_mtime(day, at(day + 13 * 3600 + 5)));
+        assert!(!same_mtime(day, at(day + 86_400)));
+        // A recent file's minute is not stretched to a day.
+        let recent = now_secs() / 60 * 60 - 7200;
+        assert!(!same_mtime(recent, at(recent + 3600)));
+    }
 }
