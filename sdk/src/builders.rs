@@ -31,6 +31,54 @@ impl Verdict {
     }
 }
 
+/// Looking at a verdict, mostly in tests: each `expect_*` method returns
+/// the decision's content and panics, showing the verdict, when the decision
+/// is another one.
+///
+/// ```
+/// use wharf_sdk::prelude::*;
+///
+/// let verdict = Verdict::reject("bad-header", "the header is wrong");
+/// assert_eq!(verdict.expect_reject().code, "bad-header");
+/// ```
+impl Verdict {
+    /// The filing of an `accept`.
+    #[track_caller]
+    pub fn expect_accept(&self) -> &Filing {
+        match self {
+            Verdict::Accept(filing) => filing,
+            other => panic!("expected an accept verdict, got {other:?}"),
+        }
+    }
+
+    /// The rejection of a `reject`.
+    #[track_caller]
+    pub fn expect_reject(&self) -> &Rejection {
+        match self {
+            Verdict::Reject(rejection) => rejection,
+            other => panic!("expected a reject verdict, got {other:?}"),
+        }
+    }
+
+    /// The deferral of a `defer`.
+    #[track_caller]
+    pub fn expect_defer(&self) -> &Deferral {
+        match self {
+            Verdict::Defer(deferral) => deferral,
+            other => panic!("expected a defer verdict, got {other:?}"),
+        }
+    }
+
+    /// The reason of an `ignore`.
+    #[track_caller]
+    pub fn expect_ignore(&self) -> &str {
+        match self {
+            Verdict::Ignore(reason) => reason,
+            other => panic!("expected an ignore verdict, got {other:?}"),
+        }
+    }
+}
+
 impl From<Rejection> for Verdict {
     fn from(rejection: Rejection) -> Self {
         Verdict::Reject(rejection)
@@ -45,6 +93,20 @@ impl Rejection {
             message: message.to_string(),
             details: Vec::new(),
         }
+    }
+
+    /// The value of the first detail named `key`.
+    ///
+    /// ```
+    /// let r = wharf_sdk::Rejection::new("bad-row", "a row is wrong").detail("line", 7);
+    /// assert_eq!(r.detail_value("line"), Some("7"));
+    /// assert_eq!(r.detail_value("column"), None);
+    /// ```
+    pub fn detail_value(&self, key: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Add a key/value detail for the reviewer. The value often quotes the
@@ -163,6 +225,26 @@ impl Filing {
     pub fn on_collision(mut self, policy: VersionPolicy) -> Self {
         self.version_policy = policy;
         self
+    }
+
+    /// The value of attribute `attribute` of category `category`, if the
+    /// filing sets it.
+    ///
+    /// ```
+    /// use wharf_sdk::{AttributeValue, Category, Filing};
+    ///
+    /// let filing = Filing::to_folder("Orders", "po.csv")
+    ///     .category(Category::new("Order").with("Lines", 3i64));
+    /// assert_eq!(filing.attribute("Order", "Lines"), Some(&AttributeValue::Integer(3)));
+    /// assert_eq!(filing.attribute("Order", "Total"), None);
+    /// ```
+    pub fn attribute(&self, category: &str, attribute: &str) -> Option<&AttributeValue> {
+        self.categories
+            .iter()
+            .filter(|c| c.name == category)
+            .flat_map(|c| &c.attributes)
+            .find(|a| a.name == attribute)
+            .map(|a| &a.value)
     }
 }
 

@@ -38,6 +38,12 @@
 //! Helpers for common rules live in [`pattern`] (file names with named
 //! captures), [`read`] (streaming lines and CSV over the content) and [`xml`]
 //! (well-formedness and root element).
+//!
+//! Rules are unit-tested natively with `cargo test`: on any target but
+//! `wasm32`, [`Content`] is an in-memory byte buffer and the [`host`]
+//! functions answer from the in-memory host of `testing` (settings, remote
+//! files, repository look-ups, captured log lines and outbox writes). The
+//! component built for `wasm32-wasip2` is not affected.
 
 #![warn(missing_docs)]
 
@@ -46,6 +52,8 @@ extern crate self as wharf_sdk;
 
 pub mod pattern;
 pub mod read;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod xml;
 
 mod builders;
@@ -61,6 +69,7 @@ pub mod bindings {
         export_macro_name: "__export_partner_world",
         default_bindings_module: "::wharf_sdk::bindings",
         runtime_path: "::wharf_sdk::__private::wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
         generate_all,
     });
 }
@@ -68,25 +77,46 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;
+
+    /// Compiles only for a [`Plugin`](crate::Plugin): what [`export!`](crate::export)
+    /// checks on targets where it exports nothing.
+    pub const fn assert_plugin<P: crate::Plugin>() {}
 }
 
+#[cfg(target_arch = "wasm32")]
 pub use bindings::wharf::plugin::content::Content;
 pub use bindings::wharf::plugin::types::{
     AckMatch, AckStatus, Acknowledgement, Attribute, AttributeValue, Category, Deferral, Delivery,
     DocumentInfo, Entry, EntryKind, FileInfo, Filing, Grant, HostError, Level, PluginInfo,
     Principal, Rejection, Right, Target, Verdict, VersionPolicy, WorkflowRequest, WorkspaceRef,
 };
+#[cfg(not(target_arch = "wasm32"))]
+pub use testing::Content;
 
 /// The capabilities the host grants a plugin. Every call is scoped to the
 /// plugin's own partner.
+///
+/// In the component (`wasm32`) these are the contract's imports. On other
+/// targets they answer from the active `testing::TestHost`, so rules can
+/// be unit-tested with `cargo test`; the signatures are the same.
 pub mod host {
+    #[cfg(target_arch = "wasm32")]
     pub use crate::bindings::wharf::plugin::config::{get as setting, keys as setting_keys};
-    pub use crate::bindings::wharf::plugin::ecm::{
-        Condition, SearchQuery, attributes, find_workspace, search,
-    };
+    pub use crate::bindings::wharf::plugin::ecm::{Condition, SearchQuery};
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::bindings::wharf::plugin::ecm::{attributes, find_workspace, search};
+    #[cfg(target_arch = "wasm32")]
     pub use crate::bindings::wharf::plugin::ftp::{list_folder, read_file, write_file};
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::wharf::plugin::log::log;
     use crate::bindings::wharf::plugin::types::Level;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::imports::log;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::{
+        attributes, find_workspace, list_folder, read_file, search, setting, setting_keys,
+        write_file,
+    };
 
     /// Log a message at debug level into the host's log.
     pub fn debug(message: &str) {
@@ -158,9 +188,16 @@ pub mod prelude {
 /// The plugin describes itself with its crate's `CARGO_PKG_NAME`,
 /// `CARGO_PKG_VERSION` and `CARGO_PKG_DESCRIPTION` (see [`plugin_info!`]):
 /// the version the host records with every decision is the crate version.
+///
+/// Only the `wasm32` build exports anything; on other targets (native unit
+/// tests) the macro checks that the type is a [`Plugin`] and nothing more.
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = $crate::__private::assert_plugin::<$plugin>();
+
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __WharfExports;
 

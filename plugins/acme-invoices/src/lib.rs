@@ -255,6 +255,8 @@ fn filing(file_name: &str, name: &InvoiceName, summary: &InvoiceSummary) -> Fili
 
 #[cfg(test)]
 mod tests {
+    use wharf_sdk::testing::TestHost;
+
     use super::*;
 
     #[test]
@@ -330,5 +332,85 @@ mod tests {
         assert!(supplier_allowed("X", Some(" ")));
         assert!(supplier_allowed("X", Some("A, X")));
         assert!(!supplier_allowed("Y", Some("A,X")));
+    }
+
+    // The whole rule, run natively against an in-memory host.
+
+    const INVOICE: &str = "invoice_no,invoice_date,supplier,currency,amount\n\
+                           A-1,2026-11-20,ACME01,EUR,1250.00\n\
+                           A-2,2026-11-21,ACME01,EUR,400.39\n";
+
+    #[test]
+    fn a_supplier_off_the_allow_list_setting_is_rejected() {
+        let host = TestHost::new().setting("suppliers", "ACME02, ACME03");
+        let verdict = host.decide::<AcmeInvoices>("INV_ACME01_20261124_001.csv", INVOICE);
+        let rejection = verdict.expect_reject();
+        assert_eq!(rejection.code, "unknown-supplier");
+        assert_eq!(rejection.detail_value("supplier"), Some("ACME01"));
+        assert!(host.logs().is_empty(), "{:?}", host.logs());
+    }
+
+    #[test]
+    fn a_supplier_on_the_allow_list_is_filed_by_supplier_and_month() {
+        let host = TestHost::new()
+            .setting("suppliers", "ACME02,ACME01")
+            .setting("ap-group", "AP Europe");
+        let verdict = host.decide::<AcmeInvoices>("INV_ACME01_20261124_001.csv", INVOICE);
+        let filing = verdict.expect_accept();
+        assert_eq!(
+            filing.target,
+            Target::Folder("Invoices/ACME01/2026/11".into())
+        );
+        assert_eq!(filing.name, "INV_ACME01_20261124_001.csv");
+        assert_eq!(
+            filing.attribute("Invoice", "Total Amount"),
+            Some(&AttributeValue::Decimal("1650.39".into()))
+        );
+        assert_eq!(
+            filing.attribute("Invoice", "Invoice Date"),
+            Some(&AttributeValue::Date("2026-11-24".into()))
+        );
+        assert_eq!(filing.retention.as_deref(), Some("FIN-7Y"));
+        assert_eq!(
+            filing.permissions[0].principal,
+            Principal::Group("AP Europe".into())
+        );
+        assert_eq!(filing.version_policy, VersionPolicy::RejectDuplicate);
+        assert!(
+            host.logged("INV_ACME01_20261124_001.csv: 2 invoice lines, total 1650.39 EUR"),
+            "{:?}",
+            host.logs()
+        );
+    }
+
+    #[test]
+    fn without_an_allow_list_any_supplier_is_accepted_with_the_retention_setting() {
+        let host = TestHost::new().setting("retention", "FIN-10Y");
+        let csv = INVOICE.replace("ACME01", "ZED9");
+        let verdict = host.decide::<AcmeInvoices>("INV_ZED9_20261124_002.csv", csv);
+        let filing = verdict.expect_accept();
+        assert_eq!(
+            filing.target,
+            Target::Folder("Invoices/ZED9/2026/11".into())
+        );
+        assert_eq!(filing.retention.as_deref(), Some("FIN-10Y"));
+        assert_eq!(
+            filing.permissions[0].principal,
+            Principal::Group("Accounts Payable".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_row_is_rejected_with_its_line_and_markers_are_ignored() {
+        let host = TestHost::new();
+        let csv = format!("{INVOICE}A-3,2026-11-22,ACME01,EUR,12.345\n");
+        let verdict = host.decide::<AcmeInvoices>("INV_ACME01_20261124_003.csv", csv);
+        let rejection = verdict.expect_reject();
+        assert_eq!(rejection.code, "bad-row");
+        assert_eq!(rejection.detail_value("line"), Some("4"));
+        assert_eq!(rejection.detail_value("value"), Some("12.345"));
+
+        let marker = host.decide::<AcmeInvoices>("INV_ACME01_20261124_003.csv.done", "");
+        assert_eq!(marker.expect_ignore(), "marker file");
     }
 }
