@@ -1,9 +1,28 @@
-//! The admin HTTP endpoint of `wharf run`: liveness, readiness and metrics.
+//! The admin HTTP endpoint of `wharf run`: liveness, readiness, metrics
+//! and the partners' plugin builds.
 //!
 //! - `GET /healthz`: 200 `ok` while the process serves requests.
 //! - `GET /readyz`: 200 when [`Health::is_ready`], else 503; the JSON body
 //!   also holds each partner's last poll outcome.
 //! - `GET /metrics`: [`Metrics::encode`] as OpenMetrics text.
+//!
+//! With a running service ([`serve_runtime`]), also:
+//!
+//! - `GET /plugins`: every partner's running build (name, version, digest,
+//!   since when, how and by whom) and its last refused build.
+//! - `GET /plugins/{partner}/history`: the builds that became active and
+//!   the refused ones, newest first.
+//! - `POST /plugins/{partner}/deploy`: the body is a component (at most
+//!   [`MAX_BUILD_BYTES`]); it is checked, installed in the plugins folder
+//!   and swapped in (200), or refused (422) while the old build keeps
+//!   serving.
+//! - `POST /plugins/{partner}/rollback[?to=<digest>]`: the same with a
+//!   build the partner ran before (default: the one before the current).
+//!
+//! The two `POST` routes need `Authorization: Bearer <admin token>`
+//! (`runtime.admin_token_env` / `admin_token_file`): 401 without it or with
+//! another token, 403 when the service has no token configured. Errors are
+//! JSON: `{"error": "..."}`.
 //!
 //! Other paths answer 404 (and other methods on these paths 405).
 
@@ -14,13 +33,18 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
+use crate::plugin::store::{Activation, Refusal};
+use crate::runtime::{ADMIN_ACTOR, ChangeError, Runtime};
 
 /// Content type of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -112,6 +136,90 @@ struct AppState {
     health: Arc<Health>,
 }
 
+/// The largest build `POST /plugins/{partner}/deploy` accepts.
+pub const MAX_BUILD_BYTES: usize = 64 * 1024 * 1024;
+
+/// The bearer token of the admin endpoint's deploy and rollback routes.
+/// It is compared in constant time and never shown: `Debug` hides it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(hidden)")
+    }
+}
+
+impl AdminToken {
+    /// A token; surrounding white space (a file's final newline) is
+    /// dropped. Fails when nothing is left.
+    pub fn new(token: &str) -> Result<Self, String> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("the admin token is empty".into());
+        }
+        Ok(AdminToken(Arc::from(token)))
+    }
+
+    /// The token `runtime.admin_token_env` or `runtime.admin_token_file`
+    /// names, or `None` when neither is set. Errors never contain the
+    /// token.
+    pub fn from_config(runtime: &RuntimeConfig) -> Result<Option<Self>, String> {
+        if let Some(var) = &runtime.admin_token_env {
+            let value = std::env::var(var).map_err(|_| {
+                format!("runtime.admin_token_env: the environment variable {var} is not set")
+            })?;
+            return Self::new(&value)
+                .map(Some)
+                .map_err(|e| format!("runtime.admin_token_env ({var}): {e}"));
+        }
+        if let Some(file) = &runtime.admin_token_file {
+            let value = std::fs::read_to_string(file).map_err(|e| {
+                format!(
+                    "runtime.admin_token_file: cannot read {}: {e}",
+                    file.display()
+                )
+            })?;
+            return Self::new(&value)
+                .map(Some)
+                .map_err(|e| format!("runtime.admin_token_file ({}): {e}", file.display()));
+        }
+        Ok(None)
+    }
+
+    /// Whether `given` is this token, in time independent of where they
+    /// differ (both are hashed to the same length first).
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (
+            Sha256::digest(self.0.as_bytes()),
+            Sha256::digest(given.as_bytes()),
+        );
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+fn base_routes(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { metrics, health })
+}
+
+async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Serves the admin endpoint on `listener` until `shutdown` completes, then
 /// lets requests in progress finish and returns.
 pub async fn serve(
@@ -120,14 +228,220 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AppState { metrics, health });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    serve_app(listener, base_routes(metrics, health), shutdown).await
+}
+
+/// Serves the admin endpoint of a running service: the routes of
+/// [`serve`] plus the plugin routes. Without `token`, deploy and rollback
+/// are refused (403).
+pub async fn serve_runtime(
+    listener: tokio::net::TcpListener,
+    runtime: Arc<Runtime>,
+    token: Option<AdminToken>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = base_routes(runtime.metrics().clone(), runtime.health().clone())
+        .merge(plugin_routes(PluginState { runtime, token }));
+    serve_app(listener, app, shutdown).await
+}
+
+#[derive(Clone)]
+struct PluginState {
+    runtime: Arc<Runtime>,
+    token: Option<AdminToken>,
+}
+
+fn plugin_routes(state: PluginState) -> Router {
+    let changes = Router::new()
+        .route(
+            "/plugins/{partner}/deploy",
+            post(deploy).layer(DefaultBodyLimit::max(MAX_BUILD_BYTES)),
+        )
+        .route("/plugins/{partner}/rollback", post(rollback))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/plugins", get(plugins))
+        .route("/plugins/{partner}/history", get(history))
+        .merge(changes)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// Lets a request through only with the configured bearer token. Runs
+/// before the body is read.
+async fn authorize(State(state): State<PluginState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "no admin token configured: set runtime.admin_token_env or runtime.admin_token_file and restart the service",
+        );
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let refuse = |message: &str| {
+        let mut response = error(StatusCode::UNAUTHORIZED, message);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    };
+    match given {
+        None => refuse("an admin token is required (Authorization: Bearer <token>)"),
+        Some(given) if !token.matches(given) => {
+            tracing::warn!(path = %request.uri().path(), "admin request with a wrong token refused");
+            refuse("wrong admin token")
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+fn at(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn activation_json(a: &Activation) -> serde_json::Value {
+    serde_json::json!({
+        "digest": a.digest,
+        "name": a.name,
+        "version": a.version,
+        "at": at(a.at),
+        "how": a.how,
+        "actor": a.actor,
+    })
+}
+
+fn refusal_json(r: &Refusal) -> serde_json::Value {
+    serde_json::json!({
+        "digest": r.digest,
+        "at": at(r.at),
+        "how": r.how,
+        "actor": r.actor,
+        "reason": r.reason,
+    })
+}
+
+fn change_error(e: ChangeError) -> Response {
+    let status = match &e {
+        ChangeError::UnknownPartner(_) | ChangeError::UnknownBuild { .. } => StatusCode::NOT_FOUND,
+        ChangeError::NotRunning { .. } | ChangeError::NoEarlierBuild(_) => StatusCode::CONFLICT,
+        ChangeError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ChangeError::BadDigest(_) => StatusCode::BAD_REQUEST,
+        ChangeError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+async fn plugins(State(state): State<PluginState>) -> Response {
+    let runtime = state.runtime.clone();
+    let status = match tokio::task::spawn_blocking(move || runtime.plugin_status()).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let partners: Vec<serde_json::Value> = status
+        .iter()
+        .map(|s| {
+            let active = s.active.as_ref().map(|b| {
+                let a = s.activation.as_ref();
+                serde_json::json!({
+                    "name": b.name,
+                    "version": b.version,
+                    "digest": b.digest,
+                    "since": a.map(|a| at(a.at)),
+                    "how": a.map(|a| a.how),
+                    "actor": a.map(|a| &a.actor),
+                })
+            });
+            serde_json::json!({
+                "partner": s.partner,
+                "running": s.active.is_some(),
+                "active": active,
+                "unavailable": s.unavailable,
+                "last_refusal": s.last_refusal.as_ref().map(refusal_json),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"partners": partners})).into_response()
+}
+
+async fn history(State(state): State<PluginState>, Path(partner): Path<String>) -> Response {
+    let runtime = state.runtime.clone();
+    let id = partner.clone();
+    let found = match tokio::task::spawn_blocking(move || runtime.plugin_history(&id)).await {
+        Ok(found) => found,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (history, refusals) = match found {
+        Ok(found) => found,
+        Err(e) => return change_error(e),
+    };
+    let active = state
+        .runtime
+        .partners()
+        .iter()
+        .find(|r| r.inbound.partner().id == partner)
+        .map(|r| r.inbound.plugin().digest().to_string());
+    axum::Json(serde_json::json!({
+        "partner": partner,
+        "active": active,
+        "history": history.iter().map(activation_json).collect::<Vec<_>>(),
+        "refusals": refusals.iter().map(refusal_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn deploy(
+    State(state): State<PluginState>,
+    Path(partner): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the request body must be the component (.wasm)",
+        );
+    }
+    match state
+        .runtime
+        .deploy_plugin(&partner, body.to_vec(), ADMIN_ACTOR)
         .await
+    {
+        Ok(change) => axum::Json(change).into_response(),
+        Err(e) => change_error(e),
+    }
+}
+
+/// Query of `POST /plugins/{partner}/rollback`.
+#[derive(serde::Deserialize)]
+struct RollbackQuery {
+    to: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<PluginState>,
+    Path(partner): Path<String>,
+    Query(query): Query<RollbackQuery>,
+) -> Response {
+    match state
+        .runtime
+        .rollback_plugin(&partner, query.to.as_deref(), ADMIN_ACTOR)
+        .await
+    {
+        Ok(change) => axum::Json(change).into_response(),
+        Err(e) => change_error(e),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -156,6 +470,36 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn tokens_compare_whole_and_stay_hidden() {
+        let token = AdminToken::new("  s3cret-token\n").unwrap();
+        assert!(token.matches("s3cret-token"));
+        assert!(!token.matches("s3cret-toke"));
+        assert!(!token.matches("s3cret-token2"));
+        assert!(!token.matches(""));
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(AdminToken::new(" \n").is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_the_named_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let mut runtime = RuntimeConfig::default();
+        assert!(AdminToken::from_config(&runtime).unwrap().is_none());
+        runtime.admin_token_file = Some(file.clone());
+        let token = AdminToken::from_config(&runtime).unwrap().unwrap();
+        assert!(token.matches("from-a-file"));
+        std::fs::write(&file, "\n").unwrap();
+        let e = AdminToken::from_config(&runtime).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        runtime.admin_token_file = None;
+        runtime.admin_token_env = Some("WHARF_TEST_TOKEN_NEVER_SET".into());
+        let e = AdminToken::from_config(&runtime).unwrap_err();
+        assert!(e.contains("WHARF_TEST_TOKEN_NEVER_SET is not set"), "{e}");
+    }
 
     #[tokio::test]
     async fn routes_readiness_and_shutdown() {

@@ -22,15 +22,31 @@ use crate::flow::bridge::{EndpointFiles, RepositoryScope};
 use crate::flow::connect::{self, AnyRepository};
 use crate::flow::delivery;
 use crate::flow::inbound::{FileReport, Inbound, Outcome, PipelineOptions};
+use crate::flow::outbound::{ExportReport, Outbound};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::plugin::store::PluginStore;
 use crate::plugin::{HostConfig, PartnerContext, PluginHost};
+
+mod builds;
+pub use builds::{ADMIN_ACTOR, Build, Change, ChangeError, FOLDER_ACTOR, PluginStatus};
 
 /// One partner as the runtime drives it.
 pub struct PartnerRun {
-    /// The pipeline.
+    /// The inbound pipeline.
     pub inbound: Arc<Inbound<AnyRepository>>,
+    /// The pipeline of the acknowledgement folder, when there is one.
+    pub acks: Option<Arc<Inbound<AnyRepository>>>,
+    /// The outbound release, when configured.
+    pub outbound: Option<Arc<Outbound<AnyRepository>>>,
     limit: Arc<Semaphore>,
+}
+
+impl PartnerRun {
+    /// Every pipeline that reads a folder of this partner.
+    fn pipelines(&self) -> impl Iterator<Item = &Arc<Inbound<AnyRepository>>> {
+        std::iter::once(&self.inbound).chain(self.acks.iter())
+    }
 }
 
 /// A partner that could not be started, and why.
@@ -54,6 +70,10 @@ pub struct Runtime {
     global: Arc<Semaphore>,
     root: NodeId,
     host: Arc<PluginHost>,
+    /// Every build each partner ran, and the refused ones.
+    store: Arc<PluginStore>,
+    /// Held while a partner's build changes: one change at a time.
+    plugin_changes: tokio::sync::Mutex<()>,
 }
 
 /// What one `--once` cycle did.
@@ -61,6 +81,8 @@ pub struct Runtime {
 pub struct Summary {
     /// Every file report, in the order the files finished.
     pub files: Vec<FileReport>,
+    /// Every outbound delivery report.
+    pub exports: Vec<ExportReport>,
     /// Files seen but not complete yet when the cycle ended, per partner.
     pub waiting: Vec<(String, usize)>,
     /// Partners that could not be polled, and why.
@@ -83,6 +105,7 @@ const RESUME_EVERY: u64 = 30;
 struct Cycle {
     partner: String,
     files: Vec<FileReport>,
+    exports: Vec<ExportReport>,
     waiting: usize,
     trouble: Option<String>,
 }
@@ -112,6 +135,10 @@ impl Runtime {
             EcmConfig::Embedded => NodeId::ENTERPRISE,
             EcmConfig::Otcs(o) => NodeId(o.root_id as i64),
         };
+        let store = Arc::new(
+            PluginStore::open(&state)
+                .with_context(|| format!("opening the plugin store in {}", state.display()))?,
+        );
         let cache = state.join("cache");
         private_dir(&cache)?;
         let host = Arc::new(
@@ -133,14 +160,7 @@ impl Runtime {
         for p in config.partners.iter().filter(|p| p.enabled) {
             let setup = async {
                 let plugin_path = config.runtime.plugins_dir.join(&p.plugin);
-                let plugin = {
-                    let host = host.clone();
-                    let path = plugin_path.clone();
-                    tokio::task::spawn_blocking(move || host.load(&path))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .with_context(|| format!("loading {}", plugin_path.display()))?
-                };
+                let plugin = builds::load_at_start(&host, &store, &p.id, &plugin_path).await?;
                 let endpoint = connect::endpoint_for(p, &state)?;
                 let files = EndpointFiles::new(endpoint.clone(), &p.outbox, handle.clone())
                     .map_err(|e| anyhow::anyhow!("outbox: {e}"))?;
@@ -162,23 +182,43 @@ impl Runtime {
                         handle.clone(),
                     )),
                 });
-                let inbound = Inbound::new(
-                    p.clone(),
-                    endpoint,
-                    plugin,
-                    context,
-                    repo.clone(),
-                    ledger.clone(),
-                    &options,
-                )
-                .map_err(|e| anyhow::anyhow!(e))?;
-                anyhow::Ok(inbound)
+                let make = || {
+                    Inbound::new(
+                        p.clone(),
+                        endpoint.clone(),
+                        plugin.clone(),
+                        context.clone(),
+                        repo.clone(),
+                        ledger.clone(),
+                        &options,
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))
+                };
+                let inbound = Arc::new(make()?);
+                let acks = match p.outbound.as_ref().and_then(|o| o.ack_folder.as_deref()) {
+                    Some(folder) => Some(Arc::new(
+                        make()?
+                            .for_acks(folder)
+                            .map_err(|e| anyhow::anyhow!("ack_folder: {e}"))?,
+                    )),
+                    None => None,
+                };
+                let outbound = p
+                    .outbound
+                    .clone()
+                    .map(|rule| Arc::new(Outbound::new(inbound.clone(), rule)));
+                anyhow::Ok((inbound, acks, outbound))
             };
             match setup.await {
-                Ok(inbound) => partners.push(PartnerRun {
-                    inbound: Arc::new(inbound),
-                    limit: Arc::new(Semaphore::new(p.concurrency.max(1) as usize)),
-                }),
+                Ok((inbound, acks, outbound)) => {
+                    builds::started(&store, &p.id, &inbound.plugin());
+                    partners.push(PartnerRun {
+                        inbound,
+                        acks,
+                        outbound,
+                        limit: Arc::new(Semaphore::new(p.concurrency.max(1) as usize)),
+                    })
+                }
                 Err(e) => {
                     tracing::error!(partner = %p.id, "partner not started: {e:#}");
                     unavailable.push(Unavailable {
@@ -205,6 +245,8 @@ impl Runtime {
             health,
             root,
             host,
+            store,
+            plugin_changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -279,13 +321,14 @@ impl Runtime {
     async fn dispatch(
         self: &Arc<Self>,
         index: usize,
+        pipe: Arc<Inbound<AnyRepository>>,
         entry: wharf_endpoint::Entry,
         cancel: &CancellationToken,
     ) -> Option<FileReport> {
         let run = &self.partners[index];
         // Reserved while it waits for a slot, so later polls do not queue
         // it again.
-        if !run.inbound.reserve(&entry) {
+        if !pipe.reserve(&entry) {
             return None;
         }
         let permits = async {
@@ -299,46 +342,117 @@ impl Runtime {
         };
         if permits.is_none() || cancel.is_cancelled() {
             // Not started: the file stays on the server for the next run.
-            run.inbound.release(&entry);
+            pipe.release(&entry);
             return None;
         }
-        let _flight = self.metrics.in_flight(&run.inbound.partner().id);
-        let report = run.inbound.process_reserved(entry).await;
+        let _flight = self.metrics.in_flight(&pipe.partner().id);
+        let report = pipe.process_reserved(entry).await;
         self.record(run, &report);
         Some(report)
     }
 
-    /// One partner's start: folders, then unfinished claims.
-    async fn start_partner(self: &Arc<Self>, index: usize) -> Result<Vec<FileReport>, String> {
+    /// One partner's start: folders, then unfinished claims and deliveries.
+    async fn start_partner(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> Result<(Vec<FileReport>, Vec<ExportReport>), String> {
         let run = &self.partners[index];
-        run.inbound.prepare().await?;
-        let reports = run.inbound.resume().await?;
+        let mut reports = Vec::new();
+        for pipe in run.pipelines() {
+            pipe.prepare().await?;
+            reports.extend(pipe.resume().await?);
+        }
         for r in &reports {
             self.record(run, r);
         }
-        Ok(reports)
+        let mut exports = Vec::new();
+        if let Some(out) = &run.outbound {
+            out.clean_spool();
+            exports = out.resume().await;
+        }
+        Ok((reports, exports))
     }
 
-    /// One poll of a partner: the ready files, with health and metrics
-    /// updated.
-    async fn poll(self: &Arc<Self>, index: usize) -> Option<Vec<wharf_endpoint::Entry>> {
-        let inbound = &self.partners[index].inbound;
-        let id = &inbound.partner().id;
+    /// One poll of a partner's folders: the ready files of each pipeline,
+    /// with health and metrics updated. `None` when the server could not
+    /// be listed.
+    async fn poll(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> Option<Vec<(Arc<Inbound<AnyRepository>>, wharf_endpoint::Entry)>> {
+        let run = &self.partners[index];
+        let id = &run.inbound.partner().id;
         let started = Instant::now();
-        let listed = inbound.poll().await;
+        let mut ready = Vec::new();
+        let mut failure = None;
+        for pipe in run.pipelines() {
+            match pipe.poll().await {
+                Ok(entries) => ready.extend(entries.into_iter().map(|e| (pipe.clone(), e))),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
         self.metrics
-            .poll(id, started.elapsed().as_secs_f64(), listed.is_ok());
-        match listed {
-            Ok(ready) => {
+            .poll(id, started.elapsed().as_secs_f64(), failure.is_none());
+        match failure {
+            None => {
                 self.health.set_partner(id, Ok(()));
                 Some(ready)
             }
-            Err(e) => {
+            Some(e) => {
                 tracing::warn!(partner = %id, "poll failed: {e}");
                 self.health.set_partner(id, Err(e));
                 None
             }
         }
+    }
+
+    /// One outbound pass of a partner (nothing when it has no outbound
+    /// rule), under the partner's limit.
+    async fn export_cycle(self: &Arc<Self>, index: usize) -> Vec<ExportReport> {
+        let run = &self.partners[index];
+        let Some(out) = &run.outbound else {
+            return Vec::new();
+        };
+        let _partner = run.limit.clone().acquire_owned().await.ok();
+        match out.cycle().await {
+            Ok(reports) => {
+                for r in &reports {
+                    self.record_export(r);
+                }
+                reports
+            }
+            Err(e) => {
+                tracing::warn!(partner = %out.rule().scope, "outbound selection failed: {e}");
+                self.metrics.failure(&run.inbound.partner().id, "ecm");
+                Vec::new()
+            }
+        }
+    }
+
+    fn record_export(&self, r: &ExportReport) {
+        use crate::flow::outbound::ExportOutcome;
+        match r.outcome {
+            ExportOutcome::Delivered | ExportOutcome::Refused => self.metrics.file_done(
+                &r.partner,
+                "outbound",
+                r.outcome.as_str(),
+                r.bytes_sent,
+                r.elapsed.as_secs_f64(),
+            ),
+            ExportOutcome::Retrying => self.metrics.failure(&r.partner, "outbound"),
+            ExportOutcome::Skipped | ExportOutcome::NotApproved => {}
+        }
+    }
+
+    /// The outbound release of partner `id`, if it has one.
+    pub fn outbound(&self, id: &str) -> Option<&Arc<Outbound<AnyRepository>>> {
+        self.partners
+            .iter()
+            .find(|p| p.inbound.partner().id == id)
+            .and_then(|p| p.outbound.as_ref())
     }
 
     /// Write the delivery logs of `index` for today (and yesterday, whose
@@ -387,6 +501,7 @@ impl Runtime {
                         });
                     }
                     summary.files.extend(cycle.files);
+                    summary.exports.extend(cycle.exports);
                     summary.waiting.push((cycle.partner, cycle.waiting));
                 }
                 Err(e) => tracing::error!("partner task failed: {e}"),
@@ -399,17 +514,19 @@ impl Runtime {
     async fn once_partner(self: &Arc<Self>, index: usize, cancel: &CancellationToken) -> Cycle {
         let inbound = self.partners[index].inbound.clone();
         let p = inbound.partner().clone();
-        let mut files = match self.start_partner(index).await {
+        let (mut files, mut exports) = match self.start_partner(index).await {
             Ok(r) => r,
             Err(e) => {
                 return Cycle {
                     partner: p.id.clone(),
                     files: Vec::new(),
+                    exports: Vec::new(),
                     waiting: 0,
                     trouble: Some(e),
                 };
             }
         };
+        exports.extend(self.export_cycle(index).await);
         let gap = Duration::from_secs(1);
         // How long a file may take to become complete by the rule: a
         // marker is there or not; stability needs its polls and age.
@@ -429,78 +546,48 @@ impl Runtime {
                 break;
             };
             let mut batch = tokio::task::JoinSet::new();
-            for entry in ready {
+            for (pipe, entry) in ready {
                 let key = (entry.path.as_string(), entry.size, entry.mtime);
                 if !tried.insert(key) {
                     continue;
                 }
                 let this = self.clone();
                 let cancel = cancel.clone();
-                batch.spawn(async move { this.dispatch(index, entry, &cancel).await });
+                batch.spawn(async move { this.dispatch(index, pipe, entry, &cancel).await });
             }
             while let Some(r) = batch.join_next().await {
                 if let Ok(Some(report)) = r {
                     files.push(report);
                 }
             }
-            if inbound.waiting() == 0 || started.elapsed() > budget {
+            let waiting: usize = self.partners[index].pipelines().map(|p| p.waiting()).sum();
+            if waiting == 0 || started.elapsed() > budget {
                 break;
             }
             tokio::time::sleep(gap).await;
+        }
+        if let Some(out) = &self.partners[index].outbound {
+            // Acknowledgements read in this cycle may close overdue ones.
+            out.raise_overdue().await;
         }
         self.delivery_logs(index, false).await;
         Cycle {
             partner: p.id.clone(),
             files,
-            waiting: inbound.waiting(),
+            exports,
+            waiting: self.partners[index].pipelines().map(|p| p.waiting()).sum(),
             trouble,
         }
     }
 
     /// Load the plugin file of partner `index` again and swap it in when it
-    /// is a different, valid build. The build is compiled and checked off
+    /// is a different build that passes the checks of a deploy (see
+    /// [`Runtime::deploy_plugin`]). The build is compiled and checked off
     /// the hot path; files in flight finish with the build they started
-    /// with. A build that fails to load is refused, the old one keeps
-    /// serving, and the reason is logged and counted. Returns whether a new
-    /// build was swapped in.
+    /// with. A refused build is logged, counted and recorded, and the old
+    /// one keeps serving. Returns whether a new build was swapped in.
     pub async fn reload_plugin(&self, index: usize) -> Result<bool, String> {
-        let inbound = &self.partners[index].inbound;
-        let p = inbound.partner();
-        let path = self.config.runtime.plugins_dir.join(&p.plugin);
-        let host = self.host.clone();
-        let loaded = tokio::task::spawn_blocking(move || host.load(&path))
-            .await
-            .map_err(|e| e.to_string())?;
-        let current = inbound.plugin();
-        match loaded {
-            Ok(plugin) if plugin.digest() == current.digest() => Ok(false),
-            Ok(plugin) => {
-                tracing::info!(
-                    partner = %p.id,
-                    "plugin {} {} ({}) replaces {} {} ({})",
-                    plugin.info().name,
-                    plugin.info().version,
-                    &plugin.digest()[..12],
-                    current.info().name,
-                    current.info().version,
-                    &current.digest()[..12]
-                );
-                inbound.swap_plugin(plugin);
-                self.metrics.plugin_reload(&p.id, true);
-                Ok(true)
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::error!(
-                    partner = %p.id,
-                    "new plugin build refused, {} {} keeps serving: {reason}",
-                    current.info().name,
-                    current.info().version
-                );
-                self.metrics.plugin_reload(&p.id, false);
-                Err(reason)
-            }
-        }
+        self.reload_from_folder(index).await
     }
 
     /// Watch the plugins folder and reload a partner's plugin when its file
@@ -595,6 +682,8 @@ impl Runtime {
         let log_every = Duration::from_secs(self.config.runtime.delivery_log_secs.max(1));
         let mut started = false;
         let mut cycle: u64 = 0;
+        let mut last_export: Option<Instant> = None;
+        let exporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut last_log = Instant::now();
         let mut log_day = delivery::day_start(crate::flow::inbound::now_secs());
         while !shutdown.is_cancelled() {
@@ -617,19 +706,37 @@ impl Runtime {
                 // listed again; finish them from the ledger.
                 let this = self.clone();
                 tracker.spawn(async move {
-                    if let Ok(reports) = this.partners[index].inbound.resume().await {
-                        for r in &reports {
-                            this.record(&this.partners[index], r);
+                    let run = &this.partners[index];
+                    for pipe in run.pipelines() {
+                        if let Ok(reports) = pipe.resume().await {
+                            for r in &reports {
+                                this.record(run, r);
+                            }
                         }
                     }
                 });
             }
             if started && let Some(ready) = self.poll(index).await {
-                for entry in ready {
+                for (pipe, entry) in ready {
                     let this = self.clone();
                     let cancel = shutdown.clone();
-                    tracker.spawn(async move { this.dispatch(index, entry, &cancel).await });
+                    tracker.spawn(async move { this.dispatch(index, pipe, entry, &cancel).await });
                 }
+            }
+            if started
+                && let Some(out) = &self.partners[index].outbound
+                && last_export.is_none_or(|t: Instant| {
+                    t.elapsed() >= Duration::from_secs(out.rule().poll_interval_secs.max(1))
+                })
+                && !exporting.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                last_export = Some(Instant::now());
+                let this = self.clone();
+                let flag = exporting.clone();
+                tracker.spawn(async move {
+                    this.export_cycle(index).await;
+                    flag.store(false, std::sync::atomic::Ordering::Release);
+                });
             }
             let today = delivery::day_start(crate::flow::inbound::now_secs());
             if started && (last_log.elapsed() >= log_every || today != log_day) {

@@ -330,3 +330,73 @@ fn dev_runs_the_samples_through_the_example_plugins() {
     ]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn plugin_new_makes_a_crate_that_builds_and_passes_its_own_tests_and_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().to_str().unwrap();
+    let out = wharf(&["plugin", "new", "demo", "--dir", parent]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("wharf plugin test target/wasm32-wasip2/release/demo.wasm fixtures"),
+        "{}",
+        stdout(&out)
+    );
+    let root = dir.path().join("demo");
+
+    // The crate is its own workspace outside this one. Its build directory
+    // sits under the target directory, so later runs reuse the dependencies.
+    let target = wharf_tests::plugins::compile_cache_dir()
+        .parent()
+        .expect("the cache is under the target directory")
+        .join("scaffold-build");
+    let cargo = |args: &[&str]| {
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("cargo runs")
+    };
+    let both = |o: &Output| format!("{}\n{}", stdout(o), String::from_utf8_lossy(&o.stderr));
+
+    // Its native unit tests run against the SDK's in-memory host.
+    let unit = cargo(&["test"]);
+    assert!(unit.status.success(), "{}", both(&unit));
+    assert!(
+        stdout(&unit).contains("5 passed; 0 failed"),
+        "{}",
+        both(&unit)
+    );
+
+    // Its component decides its fixtures as recorded.
+    let build = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    assert!(build.status.success(), "{}", both(&build));
+    let component = target.join("wasm32-wasip2/release/demo.wasm");
+    let fixtures = root.join("fixtures");
+    let out = wharf(&[
+        "plugin",
+        "test",
+        component.to_str().unwrap(),
+        fixtures.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(text.contains("ok      notes.txt"), "{text}");
+    assert!(text.contains("ok      orders-2026-11.csv"), "{text}");
+    assert!(text.contains("2 passed, 0 failed"), "{text}");
+
+    // An existing folder is refused and left as it was.
+    let again = wharf(&["plugin", "new", "demo", "--dir", parent]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        both(&again)
+    );
+    assert!(root.join("src/lib.rs").is_file());
+}

@@ -2,6 +2,7 @@
 
 mod config;
 mod ecm;
+mod outbound;
 mod plugin;
 mod run;
 
@@ -43,6 +44,11 @@ pub enum Command {
     /// example plugins and the embedded repository, one cycle, and what
     /// happened to every file.
     Dev(run::DevArgs),
+    /// Deliver one approved document to a partner now (it must meet the
+    /// partner's outbound rule like any other).
+    Export(outbound::ExportArgs),
+    /// List outbound deliveries with their acknowledgement state.
+    Deliveries(outbound::DeliveriesArgs),
 }
 
 /// Run the command line; the exit code says how it went.
@@ -51,13 +57,17 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &cli.log),
         Command::Dev(args) => run::dev(args, &cli.log),
+        Command::Export(args) => outbound::export(args, &cli.log),
         command => {
             init_logging(&cli.log, false);
             match command {
                 Command::Plugin(cmd) => plugin::run(cmd),
                 Command::Ecm(cmd) => ecm::run(cmd),
                 Command::Config(cmd) => config::run(cmd),
-                Command::Run(_) | Command::Dev(_) => unreachable!("handled above"),
+                Command::Deliveries(args) => outbound::deliveries(args),
+                Command::Run(_) | Command::Dev(_) | Command::Export(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     };

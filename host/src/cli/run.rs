@@ -64,6 +64,17 @@ pub fn run(args: RunArgs, log: &str) -> Result<ExitCode> {
     };
     super::init_logging(log, config.runtime.log_format == "json");
     let listen = config.runtime.admin_listen.clone();
+    let token = if args.once {
+        None
+    } else {
+        match crate::admin::AdminToken::from_config(&config.runtime) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: {e}", args.config.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    };
     runtime()?.block_on(async move {
         let runtime = Arc::new(Runtime::open(config).await?);
         if args.once {
@@ -81,15 +92,24 @@ pub fn run(args: RunArgs, log: &str) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("admin endpoint {listen}"))?;
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(listen);
         tracing::info!(
-            "admin endpoint on http://{listen} (/healthz, /readyz, /metrics); {} partner(s) running",
+            "admin endpoint on http://{bound} (/healthz, /readyz, /metrics, /plugins; deploy and rollback {}); {} partner(s) running",
+            if token.is_some() {
+                "need the admin token"
+            } else {
+                "disabled: no admin token configured"
+            },
             runtime.partners().len()
         );
         let shutdown = CancellationToken::new();
-        let admin = tokio::spawn(crate::admin::serve(
+        let admin = tokio::spawn(crate::admin::serve_runtime(
             listener,
-            runtime.metrics().clone(),
-            runtime.health().clone(),
+            runtime.clone(),
+            token,
             shutdown.clone().cancelled_owned(),
         ));
         let signals = shutdown.clone();
@@ -119,7 +139,11 @@ async fn wait_for_signal() {
 /// complete yet); 1 when something must be retried or a partner could not
 /// be reached.
 fn exit_code(summary: &Summary) -> ExitCode {
-    if summary.count(Outcome::Retrying) > 0 || !summary.unavailable.is_empty() {
+    let export_retrying = summary
+        .exports
+        .iter()
+        .any(|e| e.outcome == crate::flow::outbound::ExportOutcome::Retrying);
+    if summary.count(Outcome::Retrying) > 0 || export_retrying || !summary.unavailable.is_empty() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -129,6 +153,7 @@ fn exit_code(summary: &Summary) -> ExitCode {
 fn summary_json(summary: &Summary) -> serde_json::Value {
     serde_json::json!({
         "files": summary.files,
+        "exports": summary.exports,
         "waiting": summary.waiting.iter().map(|(p, n)| serde_json::json!({"partner": p, "files": n})).collect::<Vec<_>>(),
         "unavailable": summary.unavailable.iter().map(|u| serde_json::json!({"partner": u.partner, "reason": u.reason})).collect::<Vec<_>>(),
         "elapsed_secs": summary.elapsed.as_secs_f64(),
@@ -207,9 +232,30 @@ pub fn print_summary(summary: &Summary) {
             );
         }
     }
+    let exports: Vec<_> = summary
+        .exports
+        .iter()
+        .filter(|e| e.outcome != crate::flow::outbound::ExportOutcome::Skipped)
+        .collect();
+    if !exports.is_empty() {
+        println!("\noutbound:");
+        for e in &exports {
+            println!(
+                "  {:<12} {:<11} node {} v{} {}  {}",
+                e.partner,
+                e.outcome.as_str(),
+                e.node,
+                e.version,
+                crate::plugin::printable(&e.name),
+                crate::plugin::printable(e.remote_path.as_deref().unwrap_or(&e.detail))
+            );
+        }
+    }
     println!(
-        "\n{} file(s) in {:.2} s",
+        "\n{} file(s), {} deliver{} in {:.2} s",
         summary.files.len(),
+        exports.len(),
+        if exports.len() == 1 { "y" } else { "ies" },
         summary.elapsed.as_secs_f64()
     );
 }

@@ -53,6 +53,12 @@ pub struct RuntimeConfig {
     /// the repository (seconds); it is also written at day change and at
     /// shutdown.
     pub delivery_log_secs: u64,
+    /// Environment variable holding the admin token: the bearer token the
+    /// admin endpoint's plugin deploy and rollback routes require. Without
+    /// a token those routes are refused.
+    pub admin_token_env: Option<String>,
+    /// File holding the admin token (see `admin_token_env`).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +72,8 @@ impl Default for RuntimeConfig {
             log_format: "text".into(),
             drain_secs: 300,
             delivery_log_secs: 900,
+            admin_token_env: None,
+            admin_token_file: None,
         }
     }
 }
@@ -213,9 +221,45 @@ pub struct PartnerConfig {
     /// Settings handed to the plugin (`config.get`).
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// Fixtures folder (relative to the configuration file), as for `wharf
+    /// plugin test`: a build offered to the running service must give
+    /// every sample in it the expected verdict, or it is refused.
+    #[serde(default)]
+    pub fixtures: Option<PathBuf>,
     /// Whether the partner is polled.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// What may be delivered to this partner, if anything.
+    #[serde(default)]
+    pub outbound: Option<OutboundConfig>,
+}
+
+/// A partner's outbound release: which repository documents may leave, and
+/// how acknowledgements come back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Repository folder (below the repository root, e.g.
+    /// `Partners/globex/Release`) whose documents, at any depth, may be sent.
+    pub scope: String,
+    /// The approval condition: category name…
+    pub category: String,
+    /// …attribute name…
+    pub attribute: String,
+    /// …and the value it must have (compared as text), e.g. `Approved`.
+    pub value: String,
+    /// Seconds between looks for newly approved versions.
+    #[serde(default = "default_outbound_poll")]
+    pub poll_interval_secs: u64,
+    /// Remote folder where the partner writes acknowledgement files.
+    pub ack_folder: Option<String>,
+    /// Seconds after delivery without an acknowledgement before a review
+    /// task is opened (needs `ack_folder`).
+    pub ack_timeout_secs: Option<u64>,
+}
+
+fn default_outbound_poll() -> u64 {
+    300
 }
 
 fn default_inbox() -> String {
@@ -365,6 +409,9 @@ fn resolve_paths(config: &mut WharfConfig, base: &Path) {
     };
     join(&mut config.runtime.state_dir);
     join(&mut config.runtime.plugins_dir);
+    if let Some(p) = &mut config.runtime.admin_token_file {
+        join(p);
+    }
     if let EcmConfig::Otcs(otcs) = &mut config.ecm {
         for p in [
             &mut otcs.password_file,
@@ -384,6 +431,7 @@ fn resolve_paths(config: &mut WharfConfig, base: &Path) {
             &mut partner.passphrase_file,
             &mut partner.known_hosts,
             &mut partner.ca_file,
+            &mut partner.fixtures,
         ]
         .into_iter()
         .flatten()
@@ -501,6 +549,13 @@ fn validate(config: &WharfConfig, base: &Path, add: &mut impl FnMut(String, Stri
             "must be \"text\" or \"json\"".into(),
         );
     }
+    one_secret(
+        rt.admin_token_env.is_some(),
+        rt.admin_token_file.is_some(),
+        "runtime.admin_token",
+        false,
+        add,
+    );
     if let EcmConfig::Otcs(otcs) = &config.ecm {
         match url::Url::parse(&otcs.url) {
             Ok(u) if matches!(u.scheme(), "https" | "http") => {
@@ -548,6 +603,14 @@ fn validate(config: &WharfConfig, base: &Path, add: &mut impl FnMut(String, Stri
                 format!("{} does not exist", plugins_dir.join(&p.plugin).display()),
             );
         }
+        if let Some(fixtures) = &p.fixtures
+            && !base.join(fixtures).is_dir()
+        {
+            add(
+                key("fixtures"),
+                format!("{} is not a folder", base.join(fixtures).display()),
+            );
+        }
         validate_endpoint(p, &key, add);
         for (name, folder) in [
             ("inbox", &p.inbox),
@@ -586,6 +649,45 @@ fn validate(config: &WharfConfig, base: &Path, add: &mut impl FnMut(String, Stri
                 key("complete.marker_suffix"),
                 "must be a non-empty name suffix such as \".done\"".into(),
             );
+        }
+        if let Some(o) = &p.outbound {
+            if let Err(e) = relative_path(&o.scope) {
+                add(key("outbound.scope"), e);
+            }
+            for (name, v) in [
+                ("category", &o.category),
+                ("attribute", &o.attribute),
+                ("value", &o.value),
+            ] {
+                if v.trim().is_empty() {
+                    add(
+                        key(&format!("outbound.{name}")),
+                        "must not be empty: nothing leaves without an approval condition".into(),
+                    );
+                }
+            }
+            if o.poll_interval_secs == 0 {
+                add(
+                    key("outbound.poll_interval_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            if let Some(folder) = &o.ack_folder {
+                if let Err(e) = relative_path(folder) {
+                    add(key("outbound.ack_folder"), e);
+                } else if folder == &p.inbox || folder == &p.archive || folder == &p.error {
+                    add(
+                        key("outbound.ack_folder"),
+                        "must differ from inbox, archive and error".into(),
+                    );
+                }
+            }
+            if o.ack_timeout_secs.is_some() && o.ack_folder.is_none() {
+                add(
+                    key("outbound.ack_timeout_secs"),
+                    "needs outbound.ack_folder: acknowledgements have nowhere to arrive".into(),
+                );
+            }
         }
         if p.max_attempts == 0 {
             add(key("max_attempts"), "must be at least 1".into());
@@ -829,6 +931,45 @@ limits = { deadline_ms = 0 }
             problems.iter().all(|p| p.key.ends_with(".plugin")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn admin_token_and_fixtures_are_checked_and_resolved() {
+        let dir = base();
+        std::fs::create_dir(dir.path().join("fixtures")).unwrap();
+        let text = GOOD
+            .replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nadmin_token_file = \"admin.token\"",
+            )
+            .replace("key_file =", "fixtures = \"fixtures\"\nkey_file =");
+        let c = parse(&text, dir.path()).unwrap();
+        assert_eq!(
+            c.runtime.admin_token_file,
+            Some(dir.path().join("admin.token"))
+        );
+        assert_eq!(c.partners[0].fixtures, Some(dir.path().join("fixtures")));
+
+        let both = text.replace(
+            "admin_token_file =",
+            "admin_token_env = \"WHARF_ADMIN_TOKEN\"\nadmin_token_file =",
+        );
+        let problems = parse(&both, dir.path()).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "runtime.admin_token_env");
+        assert!(problems[0].message.contains("not both"));
+
+        let missing = text.replace("fixtures = \"fixtures\"", "fixtures = \"nowhere\"");
+        let problems = parse(&missing, dir.path()).unwrap_err();
+        assert_eq!(problems[0].key, "partner[0].fixtures");
+
+        let inline = text.replace(
+            "admin_token_file = \"admin.token\"",
+            "admin_token = \"s3cret\"",
+        );
+        let problems = parse(&inline, dir.path()).unwrap_err();
+        assert_eq!(problems[0].key, "runtime.admin_token");
+        assert!(!format!("{problems:?}").contains("s3cret"));
     }
 
     #[test]

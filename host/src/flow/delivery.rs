@@ -1,6 +1,7 @@
 //! The transfer archive's delivery log: one CSV document per partner and
-//! day listing every file that finished that day (name, size, SHA-256,
-//! times, outcome, repository node), itself filed into the repository under
+//! day listing every file received and every document delivered that day
+//! (name, size, SHA-256, times, outcome, repository node, acknowledgement
+//! or reason), itself filed into the repository under
 //! `<partner root>/Delivery Logs/<year>/`. Each rewrite during the day adds
 //! a version; a rewrite with nothing new is recognised by its checksum and
 //! stores nothing.
@@ -9,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wharf_ecm::{self as ecm, NodeId, Repository};
 
 use crate::config::PartnerConfig;
-use crate::ledger::{Claim, Ledger};
+use crate::ledger::{Claim, Delivery, Ledger};
 use crate::plugin::decision::relative_path;
 
 /// The folder, below the partner's repository root, holding delivery logs.
@@ -24,10 +25,11 @@ pub fn day_start(secs: i64) -> i64 {
     secs.div_euclid(DAY) * DAY
 }
 
-/// The log's CSV text for these claims.
-pub fn render(claims: &[Claim]) -> String {
-    let mut out =
-        String::from("claim,file,size,sha256,received,finished,outcome,node_id,code,message\n");
+/// The log's CSV text for these inbound claims and outbound deliveries.
+pub fn render(claims: &[Claim], deliveries: &[Delivery]) -> String {
+    let mut out = String::from(
+        "direction,id,file,size,sha256,started,finished,outcome,node_id,code,message\n",
+    );
     for c in claims {
         let (code, message) = match c.reason.as_deref() {
             Some(r) => match serde_json::from_str::<serde_json::Value>(r) {
@@ -40,6 +42,7 @@ pub fn render(claims: &[Claim]) -> String {
             None => Default::default(),
         };
         let fields = [
+            "in".to_string(),
             c.id.to_string(),
             c.key.path.clone(),
             c.key.size.to_string(),
@@ -48,6 +51,46 @@ pub fn render(claims: &[Claim]) -> String {
             ecm::rfc3339(c.updated_at),
             c.outcome.clone().unwrap_or_default(),
             c.node_id.map(|n| n.to_string()).unwrap_or_default(),
+            code,
+            message,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    for d in deliveries {
+        let reason: serde_json::Value = d
+            .reason
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
+        let (outcome, code, message) = if d.remote_path.is_some() {
+            (
+                "delivered",
+                d.ack_status.clone().unwrap_or_else(|| "no-ack".into()),
+                d.ack_message.clone().unwrap_or_default(),
+            )
+        } else {
+            (
+                "refused",
+                reason["code"].as_str().unwrap_or("").to_string(),
+                reason["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| d.reason.clone())
+                    .unwrap_or_default(),
+            )
+        };
+        let fields = [
+            "out".to_string(),
+            d.id.to_string(),
+            d.remote_path.clone().unwrap_or_else(|| d.name.clone()),
+            d.size.to_string(),
+            d.sha256.clone().unwrap_or_default(),
+            ecm::rfc3339(d.created_at),
+            ecm::rfc3339(d.uploaded_at.unwrap_or(d.updated_at)),
+            outcome.to_string(),
+            d.key.node_id.to_string(),
             code,
             message,
         ];
@@ -90,7 +133,10 @@ pub async fn write<R: Repository>(
     let claims = ledger
         .finished_between(&partner.id, day, day + DAY)
         .map_err(|e| e.to_string())?;
-    if claims.is_empty() {
+    let deliveries = ledger
+        .deliveries_between(&partner.id, day, day + DAY)
+        .map_err(|e| e.to_string())?;
+    if claims.is_empty() && deliveries.is_empty() {
         return Ok(None);
     }
     let date = &ecm::rfc3339(day)[..10];
@@ -103,7 +149,7 @@ pub async fn write<R: Repository>(
         .ensure_folder(repository_root, &folder)
         .await
         .map_err(|e| e.to_string())?;
-    let text = render(&claims);
+    let text = render(&claims, &deliveries);
     let count = |o: &str| {
         claims
             .iter()
@@ -118,10 +164,11 @@ pub async fn write<R: Repository>(
         parent,
         name: format!("{}-{date}.csv", partner.id),
         description: Some(format!(
-            "Deliveries of {} on {date}: {} filed, {} quarantined",
+            "Transfers of {} on {date}: {} filed, {} quarantined, {} delivered",
             partner.id,
             count("filed"),
-            count("quarantined")
+            count("quarantined"),
+            deliveries.len()
         )),
         mime_type: "text/csv".into(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -131,6 +178,10 @@ pub async fn write<R: Repository>(
                 attr("Partner", ecm::AttributeValue::Text(partner.id.clone())),
                 attr("Day", ecm::AttributeValue::Date(date.to_string())),
                 attr("Files", ecm::AttributeValue::Integer(claims.len() as i64)),
+                attr(
+                    "Deliveries",
+                    ecm::AttributeValue::Integer(deliveries.len() as i64),
+                ),
                 attr("Filed", ecm::AttributeValue::Integer(count("filed") as i64)),
                 attr(
                     "Quarantined",
@@ -219,7 +270,11 @@ mod tests {
         .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[1].contains("inbox/a.csv,10,") && lines[1].contains(",filed,77,"));
+        assert!(
+            lines[1].starts_with("in,")
+                && lines[1].contains("inbox/a.csv,10,")
+                && lines[1].contains(",filed,77,")
+        );
         assert!(
             lines[2].contains("\"inbox/=bad,name.csv\"")
                 && lines[2].contains("bad-header,no header")

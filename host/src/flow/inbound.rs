@@ -23,9 +23,11 @@ use wharf_endpoint::{Endpoint, Entry, EntryKind, RemotePath};
 
 use super::filing::{self, Provenance};
 use crate::config::{AfterFiling, PartnerConfig};
-use crate::ledger::{Claim, ClaimOutcome, FileKey, Ledger, State};
-use crate::plugin::decision::{Filing, Target, relative_path};
-use crate::plugin::{FileInfo, PartnerContext, Plugin, ReadContent, Verdict};
+use crate::ledger::{Claim, ClaimOutcome, FileKey, Ledger, LedgerError, State};
+use crate::plugin::decision::{
+    AckStatus, Filing, Target, VersionPolicy, WorkflowRequest, relative_path,
+};
+use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, ReadContent, Rejection, Verdict};
 
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
@@ -37,6 +39,11 @@ const CHUNK: usize = 256 * 1024;
 pub const EXCEPTION_CATEGORY: &str = "wharf Exception";
 /// The repository folder (below the partner's root) holding exceptions.
 pub const EXCEPTIONS_FOLDER: &str = "Exceptions";
+/// The repository folder (below the partner's root) holding delivery
+/// receipts and acknowledgements.
+pub const DELIVERIES_FOLDER: &str = "Deliveries";
+/// The category on every archived acknowledgement.
+pub const ACK_CATEGORY: &str = "wharf Acknowledgement";
 /// The workflow opened for every quarantined file.
 pub const REVIEW_WORKFLOW: &str = "review";
 
@@ -235,6 +242,32 @@ pub struct Inbound<R> {
     busy: Mutex<HashSet<String>>,
     folders: Mutex<HashMap<Vec<String>, NodeId>>,
     progress: std::sync::OnceLock<indicatif::MultiProgress>,
+    role: Role,
+    pending_acks: Mutex<HashMap<String, (i64, &'static str, String)>>,
+}
+
+/// What a pipeline's folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Inbound files, decided by the plugin's `on-file`.
+    Inbox,
+    /// Acknowledgements of deliveries, read by the plugin's `on-ack`.
+    Acks,
+}
+
+// One value per plugin call; its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Decision {
+    Verdict(Verdict),
+    Ack(AckMatch),
+}
+
+fn ack_status(s: AckStatus) -> &'static str {
+    match s {
+        AckStatus::Accepted => "accepted",
+        AckStatus::Partial => "partial",
+        AckStatus::Rejected => "rejected",
+    }
 }
 
 fn secs(t: Option<SystemTime>) -> i64 {
@@ -275,12 +308,58 @@ impl<R: Repository + 'static> Inbound<R> {
             busy: Mutex::new(HashSet::new()),
             folders: Mutex::new(HashMap::new()),
             progress: std::sync::OnceLock::new(),
+            role: Role::Inbox,
+            pending_acks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same pipeline reading the partner's acknowledgement folder
+    /// `folder` instead of its inbox.
+    pub fn for_acks(mut self, folder: &str) -> Result<Self, String> {
+        self.inbox = remote(folder)?;
+        self.partner.inbox = folder.to_string();
+        self.role = Role::Acks;
+        Ok(self)
+    }
+
+    /// What this pipeline's folder holds.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The partner's configuration.
     pub fn partner(&self) -> &PartnerConfig {
         &self.partner
+    }
+
+    /// The partner's endpoint.
+    pub fn endpoint(&self) -> &Arc<dyn Endpoint> {
+        &self.endpoint
+    }
+
+    /// The plugin call context of the partner.
+    pub fn context(&self) -> &Arc<PartnerContext> {
+        &self.context
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<R> {
+        &self.repo
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The repository node partner folders are created under.
+    pub fn repository_root(&self) -> NodeId {
+        self.repository_root
+    }
+
+    /// The spool folder of this partner.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool
     }
 
     /// The plugin deciding this partner's files now.
@@ -577,9 +656,9 @@ impl<R: Repository + 'static> Inbound<R> {
             match self.transfer(entry, &claim, report).await {
                 Ok(sha) => {
                     claim = self
-                        .ledger
-                        .transferred(id, &sha)
-                        .map_err(|e| err(StepError::ledger(e)))?;
+                        .ledger_step(move |l| l.transferred(id, &sha))
+                        .await
+                        .map_err(err)?;
                     fresh = true;
                 }
                 Err(Fetch::Gone(why)) => {
@@ -631,10 +710,24 @@ impl<R: Repository + 'static> Inbound<R> {
                         .map_err(err);
                     match node {
                         Ok(node) => {
+                            let digest = plugin.digest().to_string();
                             claim = self
-                                .ledger
-                                .filed(id, node, plugin.digest())
-                                .map_err(|e| err(StepError::ledger(e)))?;
+                                .ledger_step(move |l| l.filed(id, node, &digest))
+                                .await
+                                .map_err(err)?;
+                            let pending = self
+                                .pending_acks
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&claim.key.path);
+                            if let Some((delivery, status, message)) = pending {
+                                let _ = self.ledger.delivery_acknowledged(
+                                    delivery,
+                                    status,
+                                    &message,
+                                    Some(node),
+                                );
+                            }
                         }
                         Err((_, e)) if e.permanent.is_some() => {
                             let exception = Exception {
@@ -697,9 +790,9 @@ impl<R: Repository + 'static> Inbound<R> {
         match claim.state {
             State::Filed => {
                 self.post_process(&claim).await.map_err(err)?;
-                self.ledger
-                    .done(id, State::Filed)
-                    .map_err(|e| err(StepError::ledger(e)))?;
+                self.ledger_step(move |l| l.done(id, State::Filed))
+                    .await
+                    .map_err(err)?;
                 self.forget_spool(id);
                 self.audit("filed", &claim, claim.node_id).await;
                 report.outcome = Outcome::Filed;
@@ -783,6 +876,20 @@ impl<R: Repository + 'static> Inbound<R> {
         let reason = serde_json::to_string(exception).map_err(StepError::ledger)?;
         self.ledger
             .quarantined(claim.id, claim.state, &reason)
+            .map_err(StepError::ledger)
+    }
+
+    /// Run one ledger step on a blocking thread: a commit waits for the
+    /// ledger's lock and its fsync, which must not stall the async workers
+    /// that drive the other files' transfers.
+    async fn ledger_step<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, StepError> {
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || step(&ledger))
+            .await
+            .map_err(StepError::ledger)?
             .map_err(StepError::ledger)
     }
 
@@ -899,6 +1006,7 @@ impl<R: Repository + 'static> Inbound<R> {
             dest,
             segments,
             Some(&advanced),
+            false,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -964,17 +1072,118 @@ impl<R: Repository + 'static> Inbound<R> {
                 .map(|d| d.as_secs()),
         };
         let (plugin, context, spool) = (plugin.clone(), self.context.clone(), spool.to_path_buf());
+        let role = self.role;
+        let path = info.path.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let content = ReadContent::open(&spool)
                 .map_err(|e| ("spool-unreadable".to_string(), e.to_string()))?;
-            plugin
-                .on_file(&context, &info, content)
-                .map_err(|e| (e.code().to_string(), e.to_string()))
+            match role {
+                Role::Inbox => plugin
+                    .on_file(&context, &info, content)
+                    .map(Decision::Verdict),
+                Role::Acks => plugin.on_ack(&context, &info, content).map(Decision::Ack),
+            }
+            .map_err(|e| (e.code().to_string(), e.to_string()))
         })
         .await;
         match joined {
-            Ok(r) => r,
+            Ok(Ok(Decision::Verdict(v))) => Ok(v),
+            Ok(Ok(Decision::Ack(ack))) => Ok(self.ack_verdict(&path, ack)),
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(("plugin-host".into(), e.to_string())),
+        }
+    }
+
+    /// What to do with a file of the acknowledgement folder: an
+    /// acknowledgement of a known delivery is recorded on it and archived
+    /// (a refusal opens a review task); one of an unknown delivery or an
+    /// unreadable one is quarantined; anything else is left alone.
+    fn ack_verdict(&self, path: &str, ack: AckMatch) -> Verdict {
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        match ack {
+            AckMatch::NotAnAck => Verdict::Ignore {
+                reason: "not an acknowledgement".into(),
+            },
+            AckMatch::Invalid(r) => Verdict::Reject(r),
+            AckMatch::Acknowledged {
+                delivered_name,
+                status,
+                message,
+            } => {
+                let found = self
+                    .ledger
+                    .delivery_by_remote_name(&self.partner.id, &delivered_name)
+                    .ok()
+                    .flatten();
+                let Some(delivery) = found else {
+                    return Verdict::Reject(Rejection {
+                        code: "unknown-delivery".into(),
+                        message: format!(
+                            "acknowledges {delivered_name}, which was never delivered to this partner"
+                        ),
+                        details: vec![("delivered_name".into(), delivered_name)],
+                    });
+                };
+                let status = ack_status(status);
+                if let Err(e) =
+                    self.ledger
+                        .delivery_acknowledged(delivery.id, status, &message, None)
+                {
+                    tracing::warn!(partner = %self.partner.id, "acknowledgement not recorded: {e}");
+                }
+                self.pending_acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.to_string(), (delivery.id, status, message.clone()));
+                let text = |n: &str, v: &str| ecm::Attribute {
+                    name: n.into(),
+                    value: ecm::AttributeValue::Text(v.into()),
+                };
+                Verdict::Accept(Filing {
+                    target: Target::Folder {
+                        path: relative_path(&format!("{DELIVERIES_FOLDER}/Acks"))
+                            .unwrap_or_default(),
+                    },
+                    name,
+                    description: Some(format!("{status}: {message}")),
+                    categories: vec![ecm::Category {
+                        name: ACK_CATEGORY.into(),
+                        attributes: vec![
+                            ecm::Attribute {
+                                name: "Delivery".into(),
+                                value: ecm::AttributeValue::Integer(delivery.id),
+                            },
+                            ecm::Attribute {
+                                name: "Document".into(),
+                                value: ecm::AttributeValue::Integer(delivery.key.node_id as i64),
+                            },
+                            ecm::Attribute {
+                                name: "Version".into(),
+                                value: ecm::AttributeValue::Integer(delivery.key.version as i64),
+                            },
+                            text(
+                                "Delivered As",
+                                delivery.remote_path.as_deref().unwrap_or(""),
+                            ),
+                            text("Status", status),
+                            text("Message", &message),
+                        ],
+                    }],
+                    retention: None,
+                    hold: None,
+                    permissions: Vec::new(),
+                    workflow: (status == "rejected").then(|| WorkflowRequest {
+                        workflow: REVIEW_WORKFLOW.into(),
+                        comment: format!(
+                            "{} refused {}: {message}",
+                            self.partner.id,
+                            delivery.remote_path.as_deref().unwrap_or("a delivery")
+                        ),
+                        assignee: None,
+                    }),
+                    version_policy: VersionPolicy::NewDocument,
+                })
+            }
         }
     }
 
@@ -1067,9 +1276,9 @@ impl<R: Repository + 'static> Inbound<R> {
             .await
             .map_err(StepError::ecm)?;
         let node = stored.node;
-        self.ledger
-            .stored(claim.id, node.0 as u64)
-            .map_err(StepError::ledger)?;
+        let id = claim.id;
+        self.ledger_step(move |l| l.stored(id, node.0 as u64))
+            .await?;
         if !filing.permissions.is_empty() {
             self.repo
                 .set_permissions(node, &filing.permissions)

@@ -1,7 +1,8 @@
 //! The flows: what happens to a file between a partner's server and the
 //! repository. [`filing`] turns a plugin's decision into repository
 //! requests; [`inbound`] is the pipeline from a partner's inbox into the
-//! repository; [`connect`] builds endpoints and repositories from the
+//! repository and [`outbound`] releases approved documents to partners;
+//! [`connect`] builds endpoints and repositories from the
 //! configuration.
 
 pub mod bridge;
@@ -9,3 +10,4 @@ pub mod connect;
 pub mod delivery;
 pub mod filing;
 pub mod inbound;
+pub mod outbound;

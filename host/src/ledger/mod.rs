@@ -18,6 +18,9 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod deliveries;
+pub use deliveries::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
 use serde::Serialize;
 
 /// Errors of the ledger.
@@ -41,8 +44,18 @@ pub enum LedgerError {
     /// No such claim.
     #[error("claim {0} does not exist")]
     Missing(i64),
+    /// A delivery step was asked out of order.
+    #[error("delivery {id} is {actual}, cannot become {to}")]
+    DeliveryStep {
+        /// The delivery.
+        id: i64,
+        /// The state it is in.
+        actual: DeliveryState,
+        /// The state asked for.
+        to: DeliveryState,
+    },
     /// The database was written by another version of the ledger.
-    #[error("ledger schema version {0} is not the version 1 this runtime reads")]
+    #[error("ledger schema version {0} is not one this runtime reads (1 or 2)")]
     Schema(i64),
 }
 
@@ -169,7 +182,7 @@ pub struct Ledger {
     conn: Mutex<Connection>,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -199,7 +212,36 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 CREATE INDEX IF NOT EXISTS claims_open ON claims (partner, state) WHERE state <> 'done';
 CREATE INDEX IF NOT EXISTS claims_finished ON claims (partner, updated_at) WHERE state = 'done';
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id           INTEGER PRIMARY KEY,
+    partner      TEXT NOT NULL,
+    node_id      INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    sha256       TEXT,
+    remote_path  TEXT,
+    marker       TEXT,
+    plugin       TEXT,
+    reason       TEXT,
+    receipt_node INTEGER,
+    workflow_id  INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    failures     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    ack_status   TEXT,
+    ack_message  TEXT,
+    ack_at       INTEGER,
+    ack_node     INTEGER,
+    ack_overdue  INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    uploaded_at  INTEGER,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (partner, node_id, version)
+);
+CREATE INDEX IF NOT EXISTS deliveries_remote ON deliveries (partner, remote_path);
+PRAGMA user_version = 2;
 ";
 
 impl Ledger {
@@ -226,7 +268,8 @@ impl Ledger {
             [],
             |r| r.get(0),
         )?;
-        if tables > 0 && version != 1 {
+        // Version 1 had no deliveries table; creating it upgrades to 2.
+        if tables > 0 && !matches!(version, 1 | 2) {
             return Err(LedgerError::Schema(version));
         }
         conn.execute_batch(SCHEMA)?;
@@ -235,7 +278,7 @@ impl Ledger {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 

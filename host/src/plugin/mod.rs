@@ -16,9 +16,11 @@ mod caps;
 mod content;
 pub mod decision;
 mod error;
+pub mod fixtures;
 mod limits;
 mod output;
 mod state;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,744 @@
+//! Outbound release: approved repository documents delivered to a partner.
+//!
+//! A partner's `[partner.outbound]` rule names a repository folder and an
+//! approval condition (category, attribute, value). Only the latest version
+//! of a document meeting the condition leaves, and the condition is checked
+//! again just before the upload: whatever a plugin says, an unapproved
+//! document is never sent. The plugin's `on-export` names the delivery
+//! (remote folder, file name, optional marker) or refuses it; a refusal
+//! becomes a review task on the document.
+//!
+//! Each (partner, document, version) is delivered once through the ledger:
+//! the remote name is recorded before the upload, the upload is atomic
+//! (temporary name, size check, rename), and a resumed delivery whose final
+//! file is already on the server with the right size is not sent again. A
+//! receipt (document, version, remote path, size, SHA-256, times, endpoint)
+//! is filed into the partner's `Deliveries` folder with an audit event.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use wharf_ecm::{self as ecm, NodeId, Repository};
+use wharf_endpoint::RemotePath;
+
+use super::inbound::{DELIVERIES_FOLDER, Inbound, REVIEW_WORKFLOW, now_secs};
+use crate::config::OutboundConfig;
+use crate::ledger::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
+use crate::plugin::decision::relative_path;
+use crate::plugin::{DocumentInfo, ReadContent};
+
+/// The category on every delivery receipt.
+pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
+
+/// What happened to one document in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportOutcome {
+    /// Uploaded, with its receipt filed.
+    Delivered,
+    /// Refused by the plugin; a review task is open.
+    Refused,
+    /// Delivered before: nothing was done.
+    Skipped,
+    /// It does not meet the approval condition: never sent.
+    NotApproved,
+    /// A step failed; retried at the next pass.
+    Retrying,
+}
+
+impl ExportOutcome {
+    /// The outcome's name in logs and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportOutcome::Delivered => "delivered",
+            ExportOutcome::Refused => "refused",
+            ExportOutcome::Skipped => "skipped",
+            ExportOutcome::NotApproved => "not-approved",
+            ExportOutcome::Retrying => "retrying",
+        }
+    }
+}
+
+/// The record of one document's pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// Partner id.
+    pub partner: String,
+    /// Repository node.
+    pub node: u64,
+    /// Version delivered (the latest).
+    pub version: u32,
+    /// Document name.
+    pub name: String,
+    /// What happened.
+    pub outcome: ExportOutcome,
+    /// Remote path, once named.
+    pub remote_path: Option<String>,
+    /// Why, for refusals and failures.
+    pub detail: String,
+    /// Bytes uploaded in this pass.
+    pub bytes_sent: u64,
+    /// Time spent.
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+/// One partner's outbound release. It shares the partner's plugin,
+/// endpoint, repository and ledger with its inbound pipeline.
+pub struct Outbound<R> {
+    inbound: Arc<Inbound<R>>,
+    rule: OutboundConfig,
+    spool: PathBuf,
+}
+
+fn fail(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl<R: Repository + 'static> Outbound<R> {
+    /// The outbound release of the partner of `inbound` under `rule`.
+    pub fn new(inbound: Arc<Inbound<R>>, rule: OutboundConfig) -> Self {
+        let mut spool = inbound.spool_dir().as_os_str().to_owned();
+        spool.push("-out");
+        Outbound {
+            inbound,
+            rule,
+            spool: PathBuf::from(spool),
+        }
+    }
+
+    /// The rule.
+    pub fn rule(&self) -> &OutboundConfig {
+        &self.rule
+    }
+
+    fn partner(&self) -> &str {
+        &self.inbound.partner().id
+    }
+
+    fn repo(&self) -> &R {
+        self.inbound.repository()
+    }
+
+    /// The scope folder, looked up (never created).
+    async fn scope(&self) -> Result<Option<NodeId>, String> {
+        let segments = relative_path(&self.rule.scope).map_err(fail)?;
+        let mut node = self.inbound.repository_root();
+        for name in segments.segments() {
+            let children = self.repo().children(node).await.map_err(fail)?;
+            match children
+                .into_iter()
+                .find(|c| &c.name == name && c.kind.is_container())
+            {
+                Some(c) => node = c.id,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(node))
+    }
+
+    /// The documents in scope that meet the approval condition now.
+    pub async fn select(&self) -> Result<Vec<ecm::Node>, String> {
+        let Some(scope) = self.scope().await? else {
+            return Ok(Vec::new());
+        };
+        let found = self
+            .repo()
+            .search(&ecm::SearchQuery {
+                location: Some(scope),
+                name: None,
+                attributes: vec![ecm::AttributeFilter {
+                    category: self.rule.category.clone(),
+                    attribute: self.rule.attribute.clone(),
+                    value: self.rule.value.clone(),
+                }],
+                limit: Some(10_000),
+            })
+            .await
+            .map_err(fail)?;
+        Ok(found
+            .into_iter()
+            .filter(|n| !n.kind.is_container())
+            .collect())
+    }
+
+    /// Whether `node` meets the approval condition, read afresh.
+    async fn approved(&self, node: NodeId) -> Result<bool, String> {
+        let categories = self.repo().categories(node).await.map_err(fail)?;
+        Ok(categories.iter().any(|c| {
+            c.name == self.rule.category
+                && c.attributes
+                    .iter()
+                    .any(|a| a.name == self.rule.attribute && a.value.as_text() == self.rule.value)
+        }))
+    }
+
+    /// Whether `node` lies inside the scope folder.
+    async fn in_scope(&self, node: NodeId) -> Result<bool, String> {
+        let Some(scope) = self.scope().await? else {
+            return Ok(false);
+        };
+        let mut current = self.repo().node(node).await.map_err(fail)?;
+        for _ in 0..1024 {
+            match current.parent {
+                Some(p) if p == scope => return Ok(true),
+                Some(p) => current = self.repo().node(p).await.map_err(fail)?,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// One pass: deliver every approved document not delivered yet, then
+    /// raise overdue acknowledgements.
+    pub async fn cycle(&self) -> Result<Vec<ExportReport>, String> {
+        let mut reports = Vec::new();
+        for node in self.select().await? {
+            reports.push(self.deliver(node.id).await);
+        }
+        self.raise_overdue().await;
+        Ok(reports)
+    }
+
+    /// Deliver the latest version of `node` (on demand: the document must be
+    /// in scope and approved like any other).
+    pub async fn export(&self, node: NodeId) -> ExportReport {
+        match self.in_scope(node).await {
+            Ok(true) => self.deliver(node).await,
+            Ok(false) => self.report(
+                node,
+                ExportOutcome::NotApproved,
+                format!("node {} is not inside {}", node.0, self.rule.scope),
+            ),
+            Err(e) => self.report(node, ExportOutcome::Retrying, e),
+        }
+    }
+
+    /// A report on `node` before anything was read of it.
+    fn report(&self, node: NodeId, outcome: ExportOutcome, detail: String) -> ExportReport {
+        ExportReport {
+            partner: self.partner().to_string(),
+            node: node.0 as u64,
+            version: 0,
+            name: String::new(),
+            outcome,
+            remote_path: None,
+            detail,
+            bytes_sent: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    async fn deliver(&self, node: NodeId) -> ExportReport {
+        let started = Instant::now();
+        let mut report = self.report(node, ExportOutcome::Retrying, String::new());
+        if let Err(e) = self.run(node, &mut report).await {
+            report.outcome = ExportOutcome::Retrying;
+            report.detail = e;
+        }
+        report.elapsed = started.elapsed();
+        match report.outcome {
+            ExportOutcome::Skipped => {}
+            ExportOutcome::Retrying => tracing::warn!(
+                partner = %report.partner, node = report.node, "delivery will be retried: {}", report.detail
+            ),
+            o => tracing::info!(
+                partner = %report.partner, node = report.node, version = report.version,
+                outcome = o.as_str(), remote = report.remote_path.as_deref().unwrap_or(""), "{}", report.detail
+            ),
+        }
+        report
+    }
+
+    async fn run(&self, node: NodeId, report: &mut ExportReport) -> Result<(), String> {
+        let doc = self.repo().node(node).await.map_err(fail)?;
+        let versions = self.repo().versions(node).await.map_err(fail)?;
+        let Some(latest) = versions.iter().max_by_key(|v| v.number).cloned() else {
+            return Err(format!("document {} has no version", node.0));
+        };
+        report.version = latest.number;
+        report.name = doc.name.clone();
+        if !self.approved(node).await? {
+            report.outcome = ExportOutcome::NotApproved;
+            report.detail = format!(
+                "{}/{} is not {:?}",
+                self.rule.category, self.rule.attribute, self.rule.value
+            );
+            return Ok(());
+        }
+        let key = DeliveryKey {
+            partner: self.partner().to_string(),
+            node_id: node.0 as u64,
+            version: latest.number,
+        };
+        let ledger = self.inbound.ledger().clone();
+        let (name, size) = (doc.name.clone(), latest.size);
+        let claimed = {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || ledger.claim_delivery(&key, &name, size))
+                .await
+                .map_err(fail)?
+                .map_err(fail)?
+        };
+        let mut delivery = match claimed {
+            DeliveryClaim::Finished(d) => {
+                report.outcome = ExportOutcome::Skipped;
+                report.remote_path = d.remote_path;
+                return Ok(());
+            }
+            DeliveryClaim::New(d) | DeliveryClaim::Resume(d) => d,
+        };
+        let result = self.advance(&mut delivery, &doc, &latest, report).await;
+        if let Err(e) = &result {
+            let _ = self.inbound.ledger().delivery_failed(delivery.id, e);
+        }
+        result
+    }
+
+    fn spool_path(&self, id: i64) -> PathBuf {
+        self.spool.join(id.to_string())
+    }
+
+    /// The version's bytes in the spool, with their SHA-256.
+    async fn fetch(
+        &self,
+        node: NodeId,
+        version: u32,
+        id: i64,
+    ) -> Result<(PathBuf, String), String> {
+        tokio::fs::create_dir_all(&self.spool)
+            .await
+            .map_err(|e| format!("spool: {e}"))?;
+        let path = self.spool_path(id);
+        let mut stream = self
+            .repo()
+            .download(node, Some(version))
+            .await
+            .map_err(fail)?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("spool: {e}"))?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(fail)?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("spool: {e}"))?;
+        }
+        file.flush().await.map_err(|e| format!("spool: {e}"))?;
+        Ok((path, hex::encode(hasher.finalize())))
+    }
+
+    async fn advance(
+        &self,
+        delivery: &mut Delivery,
+        doc: &ecm::Node,
+        latest: &ecm::Version,
+        report: &mut ExportReport,
+    ) -> Result<(), String> {
+        let ledger = self.inbound.ledger().clone();
+        let id = delivery.id;
+        let mut spooled = None;
+        if delivery.state == DeliveryState::Claimed {
+            let (path, sha) = self.fetch(doc.id, latest.number, id).await?;
+            if let Some(expected) = latest.sha256.as_deref()
+                && !expected.is_empty()
+                && expected != sha
+            {
+                return Err(format!(
+                    "the repository's content of version {} does not match its checksum",
+                    latest.number
+                ));
+            }
+            let plugin = self.inbound.plugin();
+            let categories = self.repo().categories(doc.id).await.map_err(fail)?;
+            let info = DocumentInfo {
+                node_id: doc.id.0 as u64,
+                name: doc.name.clone(),
+                version: latest.number,
+                size: latest.size,
+                mime_type: latest.mime_type.clone(),
+                folder: self.folder_of(doc).await,
+                sha256: sha.clone(),
+                categories,
+            };
+            let context = self.inbound.context().clone();
+            let spool = path.clone();
+            let decided = {
+                let plugin = plugin.clone();
+                tokio::task::spawn_blocking(move || {
+                    let content = ReadContent::open(&spool).map_err(fail)?;
+                    plugin.on_export(&context, &info, content).map_err(fail)
+                })
+                .await
+                .map_err(fail)?
+            };
+            match decided {
+                Ok(Ok(d)) => {
+                    let remote = if d.folder.is_root() {
+                        d.name.clone()
+                    } else {
+                        format!("{}/{}", d.folder, d.name)
+                    };
+                    let marker = d.marker.as_ref().map(|m| {
+                        if d.folder.is_root() {
+                            m.clone()
+                        } else {
+                            format!("{}/{m}", d.folder)
+                        }
+                    });
+                    *delivery = ledger
+                        .delivery_decided(id, &sha, &remote, marker.as_deref(), plugin.digest())
+                        .map_err(fail)?;
+                    spooled = Some(path);
+                }
+                Ok(Err(rejection)) => {
+                    let reason = serde_json::json!({
+                        "code": rejection.code,
+                        "message": rejection.message,
+                        "details": rejection.details,
+                    })
+                    .to_string();
+                    *delivery = ledger
+                        .delivery_rejected(id, &reason, plugin.digest())
+                        .map_err(fail)?;
+                }
+                // A failing plugin is retried (the next pass, possibly
+                // with a fixed build); the failure is recorded.
+                Err(e) => return Err(format!("plugin: {e}")),
+            }
+        }
+        if delivery.state == DeliveryState::Decided {
+            let remote = delivery.remote_path.clone().unwrap_or_default();
+            report.remote_path = Some(remote.clone());
+            // Approval can be withdrawn between the decision and the upload.
+            if !self.approved(doc.id).await? {
+                report.outcome = ExportOutcome::NotApproved;
+                report.detail = "approval withdrawn before the upload".into();
+                return Ok(());
+            }
+            let path = RemotePath::parse(&remote).map_err(fail)?;
+            let endpoint = self.inbound.endpoint();
+            let already = endpoint
+                .stat(&path)
+                .await
+                .map_err(fail)?
+                .is_some_and(|e| e.size == delivery.size);
+            if !already {
+                let spool = match spooled {
+                    Some(p) => p,
+                    None => {
+                        let (p, sha) = self.fetch(doc.id, latest.number, id).await?;
+                        if delivery.sha256.as_deref() != Some(sha.as_str()) {
+                            return Err("the version's content changed since it was named".into());
+                        }
+                        p
+                    }
+                };
+                if let Some(parent) = path.parent()
+                    && !parent.is_root()
+                {
+                    endpoint.mkdir_all(&parent).await.map_err(fail)?;
+                }
+                let mut file = tokio::fs::File::open(&spool)
+                    .await
+                    .map_err(|e| format!("spool: {e}"))?;
+                let sent = endpoint
+                    .write_atomic(&path, &mut file, None)
+                    .await
+                    .map_err(fail)?;
+                report.bytes_sent += sent;
+                if sent != delivery.size {
+                    return Err(format!(
+                        "uploaded {sent} bytes of a {}-byte version",
+                        delivery.size
+                    ));
+                }
+            }
+            if let Some(marker) = &delivery.marker {
+                let marker = RemotePath::parse(marker).map_err(fail)?;
+                endpoint
+                    .write_atomic(&marker, &mut &b""[..], None)
+                    .await
+                    .map_err(fail)?;
+            }
+            *delivery = ledger.delivery_uploaded(id).map_err(fail)?;
+        }
+        match delivery.state {
+            DeliveryState::Uploaded => {
+                let receipt = self.receipt(delivery, doc).await?;
+                *delivery = ledger.delivery_done(id, Some(receipt)).map_err(fail)?;
+                let _ = std::fs::remove_file(self.spool_path(id));
+                self.audit("exported", delivery).await;
+                report.outcome = ExportOutcome::Delivered;
+                report.remote_path = delivery.remote_path.clone();
+                report.detail = format!("receipt {receipt}");
+            }
+            DeliveryState::Rejected => {
+                let reason: serde_json::Value =
+                    serde_json::from_str(delivery.reason.as_deref().unwrap_or("{}"))
+                        .unwrap_or_default();
+                let summary = format!(
+                    "{}: {}",
+                    reason["code"].as_str().unwrap_or("refused"),
+                    reason["message"].as_str().unwrap_or("")
+                );
+                if delivery.workflow_id.is_none() {
+                    let wf = self
+                        .repo()
+                        .start_workflow(&ecm::WorkflowStart {
+                            workflow: REVIEW_WORKFLOW.into(),
+                            title: format!("Delivery to {} refused: {}", self.partner(), doc.name),
+                            comment: summary.clone(),
+                            assignee: None,
+                            documents: vec![doc.id],
+                        })
+                        .await
+                        .map_err(fail)?;
+                    ledger.delivery_workflow(id, wf.0).map_err(fail)?;
+                }
+                *delivery = ledger.delivery_done(id, None).map_err(fail)?;
+                let _ = std::fs::remove_file(self.spool_path(id));
+                self.audit("export-refused", delivery).await;
+                report.outcome = ExportOutcome::Refused;
+                report.detail = summary;
+            }
+            DeliveryState::Done => report.outcome = ExportOutcome::Skipped,
+            DeliveryState::Claimed | DeliveryState::Decided => {}
+        }
+        Ok(())
+    }
+
+    /// The document's folder path below the partner's repository root (or
+    /// its full path when outside it).
+    async fn folder_of(&self, doc: &ecm::Node) -> String {
+        let mut names = Vec::new();
+        let mut parent = doc.parent;
+        for _ in 0..1024 {
+            let Some(p) = parent else { break };
+            if p == self.inbound.repository_root() {
+                break;
+            }
+            match self.repo().node(p).await {
+                Ok(n) => {
+                    names.push(n.name.clone());
+                    parent = n.parent;
+                }
+                Err(_) => break,
+            }
+        }
+        names.reverse();
+        names.join("/")
+    }
+
+    async fn deliveries_folder(&self, sub: &str) -> Result<NodeId, String> {
+        let mut segments = relative_path(&self.inbound.partner().ecm_root())
+            .map_err(fail)?
+            .segments()
+            .to_vec();
+        segments.push(DELIVERIES_FOLDER.into());
+        segments.push(sub.into());
+        self.repo()
+            .ensure_folder(self.inbound.repository_root(), &segments)
+            .await
+            .map_err(fail)
+    }
+
+    /// File the delivery's receipt; returns its node.
+    async fn receipt(&self, d: &Delivery, doc: &ecm::Node) -> Result<u64, String> {
+        let remote = d.remote_path.clone().unwrap_or_default();
+        let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
+        let folder = self.deliveries_folder(month).await?;
+        let body = serde_json::json!({
+            "delivery": d.id,
+            "partner": d.key.partner,
+            "document": d.key.node_id,
+            "document_name": doc.name,
+            "version": d.key.version,
+            "remote_path": remote,
+            "marker": d.marker,
+            "size": d.size,
+            "sha256": d.sha256,
+            "started": ecm::rfc3339(d.created_at),
+            "finished": ecm::rfc3339(d.uploaded_at.unwrap_or(d.updated_at)),
+            "endpoint_host": endpoint_host(&self.inbound.partner().endpoint),
+            "plugin_digest": d.plugin,
+        });
+        let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
+        let text = |n: &str, v: &str| ecm::Attribute {
+            name: n.into(),
+            value: ecm::AttributeValue::Text(v.into()),
+        };
+        let name = format!(
+            "{}.receipt.json",
+            remote.rsplit('/').next().unwrap_or("delivery")
+        );
+        let stored = self
+            .repo()
+            .store_document(
+                &ecm::NewDocument {
+                    parent: folder,
+                    name: name.replace(':', "_"),
+                    description: Some(format!(
+                        "{} v{} delivered to {} as {remote}",
+                        doc.name, d.key.version, d.key.partner
+                    )),
+                    mime_type: "application/json".into(),
+                    sha256: hex::encode(Sha256::digest(&bytes)),
+                    categories: vec![ecm::Category {
+                        name: RECEIPT_CATEGORY.into(),
+                        attributes: vec![
+                            text("Partner", &d.key.partner),
+                            ecm::Attribute {
+                                name: "Document".into(),
+                                value: ecm::AttributeValue::Integer(d.key.node_id as i64),
+                            },
+                            ecm::Attribute {
+                                name: "Version".into(),
+                                value: ecm::AttributeValue::Integer(d.key.version as i64),
+                            },
+                            text("Remote Path", &remote),
+                            text("SHA-256", d.sha256.as_deref().unwrap_or("")),
+                            ecm::Attribute {
+                                name: "Size".into(),
+                                value: ecm::AttributeValue::Integer(d.size as i64),
+                            },
+                        ],
+                    }],
+                    policy: ecm::CollisionPolicy::NewDocument,
+                },
+                &ecm::BytesSource(bytes.into()),
+            )
+            .await
+            .map_err(fail)?;
+        Ok(stored.node.0 as u64)
+    }
+
+    async fn audit(&self, action: &str, d: &Delivery) {
+        let event = ecm::AuditEvent {
+            action: action.into(),
+            actor: format!("partner:{}", d.key.partner),
+            node: Some(NodeId(d.key.node_id as i64)),
+            sha256: d.sha256.clone(),
+            detail: format!(
+                "version {} as {} (delivery {})",
+                d.key.version,
+                d.remote_path.as_deref().unwrap_or("-"),
+                d.id
+            ),
+        };
+        match self.repo().record_event(&event).await {
+            Ok(()) => {}
+            Err(e) if e.kind == ecm::ErrorKind::Unsupported => {}
+            Err(e) => tracing::warn!(partner = %d.key.partner, "audit event not recorded: {e}"),
+        }
+    }
+
+    /// Open one review task for each delivery whose acknowledgement is
+    /// overdue.
+    pub async fn raise_overdue(&self) {
+        let Some(timeout) = self.rule.ack_timeout_secs else {
+            return;
+        };
+        let ledger = self.inbound.ledger();
+        let Ok(late) = ledger.awaiting_ack(self.partner(), now_secs() - timeout as i64) else {
+            return;
+        };
+        for d in late {
+            let started = self
+                .repo()
+                .start_workflow(&ecm::WorkflowStart {
+                    workflow: REVIEW_WORKFLOW.into(),
+                    title: format!(
+                        "No acknowledgement from {} for {}",
+                        d.key.partner,
+                        d.remote_path.as_deref().unwrap_or("-")
+                    ),
+                    comment: format!(
+                        "delivered {} (version {}), no acknowledgement within {timeout} s",
+                        ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at)),
+                        d.key.version
+                    ),
+                    assignee: None,
+                    documents: vec![NodeId(d.key.node_id as i64)],
+                })
+                .await;
+            match started {
+                Ok(wf) => {
+                    let _ = ledger.delivery_workflow(d.id, wf.0);
+                    let _ = ledger.delivery_ack_overdue(d.id);
+                    tracing::warn!(partner = %d.key.partner, delivery = d.id, "acknowledgement overdue: review task {}", wf.0);
+                }
+                Err(e) => {
+                    tracing::warn!(partner = %d.key.partner, "overdue acknowledgement not raised: {e}")
+                }
+            }
+        }
+    }
+
+    /// Remove spooled copies no unfinished delivery needs.
+    pub fn clean_spool(&self) {
+        let open: std::collections::HashSet<String> = self
+            .inbound
+            .ledger()
+            .unfinished_deliveries(self.partner())
+            .map(|v| v.iter().map(|d| d.id.to_string()).collect())
+            .unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(&self.spool) {
+            for e in entries.flatten() {
+                if !open.contains(&e.file_name().to_string_lossy().into_owned()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Finish unfinished deliveries (after a crash or a stop).
+    pub async fn resume(&self) -> Vec<ExportReport> {
+        let open = self
+            .inbound
+            .ledger()
+            .unfinished_deliveries(self.partner())
+            .unwrap_or_default();
+        let mut reports = Vec::new();
+        for d in open {
+            let node = NodeId(d.key.node_id as i64);
+            let latest = match self.repo().versions(node).await {
+                Ok(v) => v.iter().map(|v| v.number).max().unwrap_or(0),
+                Err(_) => continue,
+            };
+            if latest != d.key.version
+                && matches!(d.state, DeliveryState::Claimed | DeliveryState::Decided)
+            {
+                // A newer version replaced it before it left: only the
+                // latest approved version is sent.
+                let why = format!("superseded by version {latest} before the upload");
+                if self
+                    .inbound
+                    .ledger()
+                    .delivery_superseded(d.id, &why)
+                    .is_ok()
+                {
+                    let _ = std::fs::remove_file(self.spool_path(d.id));
+                }
+                continue;
+            }
+            reports.push(self.deliver(node).await);
+        }
+        reports
+    }
+}
+
+/// The host named by an endpoint URL (no user, no path).
+fn endpoint_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default()
+}

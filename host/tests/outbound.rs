@@ -1,0 +1,363 @@
+//! Outbound release through a partner's folder with the example print
+//! vendor plugin: approved documents leave under the plugin's names, others
+//! never; refusals, acknowledgements, overdue acknowledgements and a
+//! returned correction land where they should.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wharf::flow::connect::AnyRepository;
+use wharf::flow::outbound::ExportOutcome;
+use wharf::runtime::Runtime;
+use wharf_ecm::embedded::Embedded;
+use wharf_ecm::{
+    Attribute, AttributeValue, BytesSource, Category, CollisionPolicy, NewDocument, NodeId,
+    Repository,
+};
+use wharf_tests::plugins::component;
+
+fn pdf(text: &str) -> Vec<u8> {
+    format!("%PDF-1.7\n{text}\n%%EOF\n").into_bytes()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn store(
+    repo: &Embedded,
+    folder: NodeId,
+    name: &str,
+    bytes: &[u8],
+    status: &str,
+    job: Option<&str>,
+    policy: CollisionPolicy,
+) -> NodeId {
+    let mut attributes = vec![Attribute {
+        name: "Status".into(),
+        value: AttributeValue::Text(status.into()),
+    }];
+    if let Some(job) = job {
+        attributes.push(Attribute {
+            name: "Job".into(),
+            value: AttributeValue::Text(job.into()),
+        });
+    }
+    repo.store_document(
+        &NewDocument {
+            parent: folder,
+            name: name.into(),
+            description: None,
+            mime_type: if name.ends_with(".pdf") {
+                "application/pdf".into()
+            } else {
+                "text/plain".into()
+            },
+            sha256: sha(bytes),
+            categories: vec![Category {
+                name: "Print".into(),
+                attributes,
+            }],
+            policy,
+        },
+        &BytesSource(bytes.to_vec().into()),
+    )
+    .await
+    .unwrap()
+    .node
+}
+
+fn embedded(runtime: &Runtime) -> &Embedded {
+    match runtime.repository().as_ref() {
+        AnyRepository::Embedded(e) => e,
+        AnyRepository::Otcs(_) => panic!("embedded repository expected"),
+    }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_documents_leave_once_under_the_plugins_names() {
+    let plugin = component("globex-print");
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("globex");
+    std::fs::create_dir_all(remote.join("returns")).unwrap();
+    let text = format!(
+        "[runtime]\nstate_dir = \"state\"\nplugins_dir = {:?}\n\
+         [[partner]]\nid = \"globex\"\nplugin = \"globex-print.wasm\"\nendpoint = \"file://{}\"\n\
+         inbox = \"returns\"\nsettings = {{ marker = \"yes\" }}\n\
+         complete = {{ stable_polls = 1, min_age_secs = 0 }}\n\
+         [partner.outbound]\nscope = \"Partners/globex/Catalog\"\ncategory = \"Print\"\n\
+         attribute = \"Status\"\nvalue = \"Approved\"\nack_folder = \"acks\"\nack_timeout_secs = 1\n",
+        plugin.parent().unwrap().display().to_string(),
+        remote.display()
+    );
+    let config = wharf::config::parse(&text, dir.path()).unwrap();
+    let runtime = Arc::new(Runtime::open(config).await.unwrap());
+    let repo = embedded(&runtime);
+    let catalog = repo
+        .ensure_folder(
+            NodeId::ENTERPRISE,
+            &["Partners".into(), "globex".into(), "Catalog".into()],
+        )
+        .await
+        .unwrap();
+    let spring = pdf("spring catalog");
+    let a = store(
+        repo,
+        catalog,
+        "Spring.pdf",
+        &spring,
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let draft = store(
+        repo,
+        catalog,
+        "Draft.pdf",
+        &pdf("draft"),
+        "Draft",
+        Some("J2"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let text_doc = store(
+        repo,
+        catalog,
+        "Notes.txt",
+        b"plain text",
+        "Approved",
+        Some("J3"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let no_job = store(
+        repo,
+        catalog,
+        "Orphan.pdf",
+        &pdf("orphan"),
+        "Approved",
+        None,
+        CollisionPolicy::Reject,
+    )
+    .await;
+    // Outside the scope, approved: never sent either.
+    let elsewhere = repo
+        .ensure_folder(NodeId::ENTERPRISE, &["Other".into()])
+        .await
+        .unwrap();
+    let outside = store(
+        repo,
+        elsewhere,
+        "Outside.pdf",
+        &pdf("outside"),
+        "Approved",
+        Some("J9"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+
+    let first = runtime.once().await;
+    let outcome = |node: NodeId| {
+        first
+            .exports
+            .iter()
+            .find(|e| e.node == node.0 as u64)
+            .map(|e| e.outcome)
+    };
+    assert_eq!(
+        outcome(a),
+        Some(ExportOutcome::Delivered),
+        "{:?}",
+        first.exports
+    );
+    assert_eq!(outcome(text_doc), Some(ExportOutcome::Refused));
+    assert_eq!(outcome(no_job), Some(ExportOutcome::Refused));
+    assert_eq!(
+        outcome(draft),
+        None,
+        "an unapproved document is not even selected"
+    );
+    assert_eq!(outcome(outside), None);
+    let to_print = remote.join("to-print");
+    assert_eq!(
+        files(&to_print),
+        ["GLOBEX_J1_v1_Spring.pdf", "GLOBEX_J1_v1_Spring.pdf.ready"]
+    );
+    assert_eq!(
+        std::fs::read(to_print.join("GLOBEX_J1_v1_Spring.pdf")).unwrap(),
+        spring
+    );
+    // On demand, an unapproved or out-of-scope document is still refused.
+    let out = runtime.outbound("globex").unwrap();
+    assert_eq!(out.export(draft).await.outcome, ExportOutcome::NotApproved);
+    assert_eq!(
+        out.export(outside).await.outcome,
+        ExportOutcome::NotApproved
+    );
+    // Refusals opened review tasks on their documents; the delivery has a
+    // receipt in the partner's Deliveries folder.
+    let tasks = repo.workflows().await.unwrap();
+    for node in [text_doc, no_job] {
+        assert!(
+            tasks
+                .iter()
+                .any(|t| t.documents.contains(&node) && t.title.contains("refused")),
+            "{tasks:?}"
+        );
+    }
+    let ledger = runtime.ledger();
+    let delivered = ledger.deliveries(Some("globex"), None, None).unwrap();
+    let d1 = delivered
+        .iter()
+        .find(|d| d.key.node_id == a.0 as u64)
+        .unwrap();
+    assert_eq!(d1.sha256.as_deref(), Some(sha(&spring).as_str()));
+    let receipt = d1.receipt_node.expect("a receipt");
+    let receipt_path = repo.path_of(NodeId(receipt as i64)).await.unwrap();
+    assert!(
+        receipt_path.starts_with("/Partners/globex/Deliveries/"),
+        "{receipt_path}"
+    );
+
+    // A second pass sends nothing again.
+    let second = runtime.once().await;
+    assert!(
+        second
+            .exports
+            .iter()
+            .all(|e| e.outcome == ExportOutcome::Skipped),
+        "{:?}",
+        second.exports
+    );
+    // The acknowledgement is overdue by now (timeout 1 s): one task.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    runtime.once().await;
+    runtime.once().await;
+    let overdue: Vec<_> = repo
+        .workflows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.title.starts_with("No acknowledgement"))
+        .collect();
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+
+    // A new approved version leaves as a new delivery.
+    let spring2 = pdf("spring catalog, corrected prices");
+    assert_eq!(
+        store(
+            repo,
+            catalog,
+            "Spring.pdf",
+            &spring2,
+            "Approved",
+            Some("J1"),
+            CollisionPolicy::AddVersion
+        )
+        .await,
+        a
+    );
+    let third = runtime.once().await;
+    assert!(
+        third.exports.iter().any(|e| e.node == a.0 as u64
+            && e.version == 2
+            && e.outcome == ExportOutcome::Delivered)
+    );
+    assert_eq!(
+        std::fs::read(to_print.join("GLOBEX_J1_v2_Spring.pdf")).unwrap(),
+        spring2
+    );
+
+    // Acknowledgements: one accepted, one refused (a review task), one for
+    // a file never delivered (quarantined).
+    let acks = remote.join("acks");
+    std::fs::create_dir_all(&acks).unwrap();
+    std::fs::write(acks.join("GLOBEX_J1_v1_Spring.pdf.ack"), "ACCEPTED\n").unwrap();
+    std::fs::write(
+        acks.join("GLOBEX_J1_v2_Spring.pdf.ack"),
+        "REJECTED: bleed too small\n",
+    )
+    .unwrap();
+    std::fs::write(acks.join("GLOBEX_J7_v1_Nothing.pdf.ack"), "ACCEPTED\n").unwrap();
+    std::fs::write(acks.join("readme.txt"), "not an ack").unwrap();
+    runtime.once().await;
+    let v1 = ledger
+        .delivery_by_remote_name("globex", "GLOBEX_J1_v1_Spring.pdf")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.ack_status.as_deref(), Some("accepted"));
+    assert!(v1.ack_node.is_some());
+    let v2 = ledger
+        .delivery_by_remote_name("globex", "GLOBEX_J1_v2_Spring.pdf")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.ack_status.as_deref(), Some("rejected"));
+    assert_eq!(v2.ack_message.as_deref(), Some("bleed too small"));
+    assert!(
+        repo.workflows()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.comment.contains("bleed too small")),
+        "the refusal opens a review task"
+    );
+    assert_eq!(
+        files(&acks),
+        ["readme.txt"],
+        "acks are taken, other files left alone"
+    );
+    assert!(files(&remote.join("error")).contains(&"GLOBEX_J7_v1_Nothing.pdf.ack".to_string()));
+
+    // Round trip: Globex returns a corrected file under its delivered name;
+    // it becomes version 3 of the same document, routed to review.
+    let corrected = pdf("spring catalog, corrected by the printer");
+    std::fs::write(remote.join("returns/GLOBEX_J1_v2_Spring.pdf"), &corrected).unwrap();
+    let back = runtime.once().await;
+    assert!(
+        back.files.iter().any(
+            |f| f.outcome == wharf::flow::inbound::Outcome::Filed && f.node == Some(a.0 as u64)
+        ),
+        "{:?}",
+        back.files
+    );
+    let versions = repo.versions(a).await.unwrap();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(
+        versions.last().unwrap().sha256.as_deref(),
+        Some(sha(&corrected).as_str())
+    );
+    assert!(
+        repo.workflows()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.workflow == "review"
+                && t.documents.contains(&a)
+                && t.comment.contains("corrected")),
+    );
+    // Version 3 is approved too (the category came back with it): it is
+    // delivered as the next version.
+    let fourth = runtime.once().await;
+    assert!(
+        fourth
+            .exports
+            .iter()
+            .any(|e| e.version == 3 && e.outcome == ExportOutcome::Delivered),
+        "{:?}",
+        fourth.exports
+    );
+}
