@@ -31,6 +31,9 @@ use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, ReadContent, Rej
 
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
+/// Files up to this size are held in memory between transfer and filing
+/// instead of being spooled to disk (at most one per file in flight).
+pub const IN_MEMORY_MAX: u64 = 1024 * 1024;
 /// Transfers at least this large get a progress bar on a terminal.
 pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 /// Buffer of a streamed download.
@@ -651,15 +654,15 @@ impl<R: Repository + 'static> Inbound<R> {
     ) -> Result<(), (i64, StepError)> {
         let id = claim.id;
         let err = |e: StepError| (id, e);
-        let mut fresh = false;
+        let mut spooled: Option<Spooled> = None;
         if claim.state == State::Claimed {
             match self.transfer(entry, &claim, report).await {
-                Ok(sha) => {
+                Ok((sha, spool)) => {
                     claim = self
                         .ledger_step(move |l| l.transferred(id, &sha))
                         .await
                         .map_err(err)?;
-                    fresh = true;
+                    spooled = Some(spool);
                 }
                 Err(Fetch::Gone(why)) => {
                     self.ledger
@@ -674,13 +677,14 @@ impl<R: Repository + 'static> Inbound<R> {
             }
         }
         if claim.state == State::Transferred {
-            let spool = if fresh {
-                self.spool_path(id)
-            } else {
-                self.ensure_spooled(entry, &claim, report)
+            let spool = match spooled.clone() {
+                Some(s) => s,
+                None => self
+                    .ensure_spooled(entry, &claim, report)
                     .await
-                    .map_err(err)?
+                    .map_err(err)?,
             };
+            spooled = Some(spool.clone());
             let plugin = self.plugin.load_full();
             let started = Instant::now();
             let decided = self.decide(&plugin, entry, &spool).await;
@@ -801,7 +805,9 @@ impl<R: Repository + 'static> Inbound<R> {
             }
             State::Quarantined => {
                 let exception = Exception::parse(claim.reason.as_deref());
-                self.capture(&claim, &exception).await.map_err(err)?;
+                self.capture(&claim, &exception, spooled.as_ref())
+                    .await
+                    .map_err(err)?;
                 self.move_to_error(&claim, &exception).await.map_err(err)?;
                 let claim = self
                     .ledger
@@ -908,18 +914,22 @@ impl<R: Repository + 'static> Inbound<R> {
         entry: &Entry,
         claim: &Claim,
         report: &mut FileReport,
-    ) -> Result<String, Fetch> {
+    ) -> Result<(String, Spooled), Fetch> {
         let dest = self.spool_path(claim.id);
-        let result = if entry.size >= SEGMENTED_FROM {
+        // Parallel ranges pay off where one stream is bounded by its
+        // channel window (SFTP); one FTP data stream is faster than ranges
+        // and lets the checksum be computed on the way in.
+        let ranged = self.partner.endpoint.starts_with("sftp://");
+        let result = if ranged && entry.size >= SEGMENTED_FROM {
             self.fetch_segmented(entry, &dest).await
         } else {
             self.fetch_stream(entry, &dest).await
         };
         match result {
-            Ok((sha, got)) => {
+            Ok((sha, got, spool)) => {
                 report.bytes_received += got;
                 if got == entry.size {
-                    Ok(sha)
+                    Ok((sha, spool))
                 } else {
                     Err(self
                         .changed_or(
@@ -950,12 +960,28 @@ impl<R: Repository + 'static> Inbound<R> {
         }
     }
 
-    async fn fetch_stream(&self, entry: &Entry, dest: &Path) -> Result<(String, u64), String> {
+    async fn fetch_stream(
+        &self,
+        entry: &Entry,
+        dest: &Path,
+    ) -> Result<(String, u64, Spooled), String> {
         let mut stream = self
             .endpoint
             .open_read(&entry.path, 0)
             .await
             .map_err(|e| e.to_string())?;
+        if entry.size <= IN_MEMORY_MAX {
+            // Read one byte past the listed size to notice a growing file.
+            let mut bytes = Vec::with_capacity(entry.size as usize + 1);
+            (&mut stream)
+                .take(entry.size + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let got = bytes.len() as u64;
+            return Ok((sha, got, Spooled::Memory(bytes.into())));
+        }
         let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| format!("spool: {e}"))?;
@@ -985,10 +1011,18 @@ impl<R: Repository + 'static> Inbound<R> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        Ok((hex::encode(hasher.finalize()), total))
+        Ok((
+            hex::encode(hasher.finalize()),
+            total,
+            Spooled::File(dest.to_path_buf()),
+        ))
     }
 
-    async fn fetch_segmented(&self, entry: &Entry, dest: &Path) -> Result<(String, u64), String> {
+    async fn fetch_segmented(
+        &self,
+        entry: &Entry,
+        dest: &Path,
+    ) -> Result<(String, u64, Spooled), String> {
         let segments = wharf_endpoint::segmented::segments_for(
             entry.size,
             (self.partner.max_connections as usize).clamp(1, 4),
@@ -1016,7 +1050,7 @@ impl<R: Repository + 'static> Inbound<R> {
         let sha = hash_file(dest.to_path_buf())
             .await
             .map_err(|e| format!("spool: {e}"))?;
-        Ok((sha, got))
+        Ok((sha, got, Spooled::File(dest.to_path_buf())))
     }
 
     /// The spooled bytes of a transferred claim, fetched again when the
@@ -1027,16 +1061,16 @@ impl<R: Repository + 'static> Inbound<R> {
         entry: &Entry,
         claim: &Claim,
         report: &mut FileReport,
-    ) -> Result<PathBuf, StepError> {
+    ) -> Result<Spooled, StepError> {
         let path = self.spool_path(claim.id);
         let want = claim.sha256.clone().unwrap_or_default();
         if let Ok(sha) = hash_file(path.clone()).await
             && sha == want
         {
-            return Ok(path);
+            return Ok(Spooled::File(path));
         }
         match self.transfer(entry, claim, report).await {
-            Ok(sha) if sha == want => Ok(path),
+            Ok((sha, spool)) if sha == want => Ok(spool),
             Ok(_) => Err(StepError {
                 permanent: Some("content-changed"),
                 ..StepError::transfer(
@@ -1059,7 +1093,7 @@ impl<R: Repository + 'static> Inbound<R> {
         &self,
         plugin: &Arc<Plugin>,
         entry: &Entry,
-        spool: &Path,
+        spool: &Spooled,
     ) -> Result<Verdict, (String, String)> {
         let info = FileInfo {
             partner: self.partner.id.clone(),
@@ -1071,11 +1105,12 @@ impl<R: Repository + 'static> Inbound<R> {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
         };
-        let (plugin, context, spool) = (plugin.clone(), self.context.clone(), spool.to_path_buf());
+        let (plugin, context, spool) = (plugin.clone(), self.context.clone(), spool.clone());
         let role = self.role;
         let path = info.path.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let content = ReadContent::open(&spool)
+            let content = spool
+                .content()
                 .map_err(|e| ("spool-unreadable".to_string(), e.to_string()))?;
             match role {
                 Role::Inbox => plugin
@@ -1236,7 +1271,7 @@ impl<R: Repository + 'static> Inbound<R> {
         claim: &Claim,
         filing: &Filing,
         plugin: &Plugin,
-        spool: &Path,
+        spool: &Spooled,
     ) -> Result<u64, StepError> {
         let parent = match &filing.target {
             Target::Folder { path } => {
@@ -1270,15 +1305,17 @@ impl<R: Repository + 'static> Inbound<R> {
             }
         };
         let doc = filing::new_document(parent, filing, &self.provenance(claim, plugin));
-        let stored = self
-            .repo
-            .store_document(&doc, &ecm::FileSource::new(spool))
+        let stored = store_spooled(self.repo.as_ref(), &doc, spool)
             .await
             .map_err(StepError::ecm)?;
         let node = stored.node;
         let id = claim.id;
-        self.ledger_step(move |l| l.stored(id, node.0 as u64))
-            .await?;
+        if filing.workflow.is_some() {
+            // The node must be on record before the workflow starts, so a
+            // resumed filing never starts it twice.
+            self.ledger_step(move |l| l.stored(id, node.0 as u64))
+                .await?;
+        }
         if !filing.permissions.is_empty() {
             self.repo
                 .set_permissions(node, &filing.permissions)
@@ -1319,7 +1356,12 @@ impl<R: Repository + 'static> Inbound<R> {
 
     /// Capture a quarantined file in the exception folder: the file itself
     /// (when its bytes arrived), an error record, and one review task.
-    async fn capture(&self, claim: &Claim, exception: &Exception) -> Result<(), StepError> {
+    async fn capture(
+        &self,
+        claim: &Claim,
+        exception: &Exception,
+        spooled: Option<&Spooled>,
+    ) -> Result<(), StepError> {
         let mut segments = self.ecm_root();
         segments.push(EXCEPTIONS_FOLDER.into());
         let folder = self.folder(self.repository_root, segments).await?;
@@ -1348,11 +1390,18 @@ impl<R: Repository + 'static> Inbound<R> {
                 },
             ],
         };
-        let spool = self.spool_path(claim.id);
+        // The bytes of this pass, or (after a restart) the spooled file if
+        // it is intact.
+        let spool = match spooled {
+            Some(s) => Some(s.clone()),
+            None => Some(Spooled::File(self.spool_path(claim.id))),
+        };
+        let spool = match (spool, &claim.sha256) {
+            (Some(s), Some(sha)) if s.sha256().await.ok().as_ref() == Some(sha) => Some(s),
+            _ => None,
+        };
         let mut attached = None;
-        if let Some(sha) = &claim.sha256
-            && hash_file(spool.clone()).await.ok().as_ref() == Some(sha)
-        {
+        if let (Some(sha), Some(spool)) = (&claim.sha256, &spool) {
             let doc = ecm::NewDocument {
                 parent: folder,
                 name: ecm_safe_name(&name),
@@ -1362,9 +1411,7 @@ impl<R: Repository + 'static> Inbound<R> {
                 categories: vec![exception_category.clone(), provenance.category()],
                 policy: ecm::CollisionPolicy::NewDocument,
             };
-            let stored = self
-                .repo
-                .store_document(&doc, &ecm::FileSource::new(&spool))
+            let stored = store_spooled(self.repo.as_ref(), &doc, spool)
                 .await
                 .map_err(StepError::ecm)?;
             attached = Some(stored.node);
@@ -1550,6 +1597,67 @@ impl<R: Repository + 'static> Inbound<R> {
 enum Fetch {
     Gone(String),
     Failed(StepError),
+}
+
+/// A transferred file's bytes: small ones in memory, others in the spool.
+#[derive(Clone)]
+enum Spooled {
+    Memory(bytes::Bytes),
+    File(PathBuf),
+}
+
+impl Spooled {
+    /// The bytes as the plugin reads them.
+    fn content(&self) -> std::io::Result<SpoolContent> {
+        Ok(match self {
+            Spooled::Memory(b) => SpoolContent::Memory(ReadContent::new(
+                std::io::Cursor::new(b.clone()),
+                b.len() as u64,
+            )),
+            Spooled::File(p) => SpoolContent::File(ReadContent::open(p)?),
+        })
+    }
+
+    /// SHA-256 of the bytes.
+    async fn sha256(&self) -> std::io::Result<String> {
+        match self {
+            Spooled::Memory(b) => Ok(hex::encode(Sha256::digest(b))),
+            Spooled::File(p) => hash_file(p.clone()).await,
+        }
+    }
+}
+
+/// [`Spooled`] content as a plugin's `content` resource.
+enum SpoolContent {
+    Memory(ReadContent<std::io::Cursor<bytes::Bytes>>),
+    File(ReadContent<std::fs::File>),
+}
+
+impl crate::plugin::ContentSource for SpoolContent {
+    fn read_chunk(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            SpoolContent::Memory(c) => c.read_chunk(max),
+            SpoolContent::File(c) => c.read_chunk(max),
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            SpoolContent::Memory(c) => c.size(),
+            SpoolContent::File(c) => c.size(),
+        }
+    }
+}
+
+/// Store `doc` with the bytes of `spool`.
+async fn store_spooled<R: Repository>(
+    repo: &R,
+    doc: &ecm::NewDocument,
+    spool: &Spooled,
+) -> Result<ecm::Stored, ecm::EcmError> {
+    match spool {
+        Spooled::Memory(b) => repo.store_document(doc, &ecm::BytesSource(b.clone())).await,
+        Spooled::File(p) => repo.store_document(doc, &ecm::FileSource::new(p)).await,
+    }
 }
 
 fn fail(report: &mut FileReport, e: StepError) {

@@ -103,8 +103,11 @@ fn fail(e: impl std::fmt::Display) -> String {
 impl<R: Repository + 'static> Outbound<R> {
     /// The outbound release of the partner of `inbound` under `rule`.
     pub fn new(inbound: Arc<Inbound<R>>, rule: OutboundConfig) -> Self {
+        // `<id>.out`: partner ids cannot hold a '.', so this is never
+        // another partner's inbound spool (`<id>-out` would be partner
+        // `<id>-out`'s, and each side's cleaning would remove the other's).
         let mut spool = inbound.spool_dir().as_os_str().to_owned();
-        spool.push("-out");
+        spool.push(".out");
         Outbound {
             inbound,
             rule,

@@ -224,6 +224,8 @@ impl Ledger {
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<Delivery, LedgerError> {
         let mut conn = self.conn();
+        // The name is on record before any byte leaves.
+        super::set_durable(&conn, to == DeliveryState::Decided)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current = get(&tx, id)?;
         if !from.contains(&current.state) {

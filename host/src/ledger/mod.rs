@@ -257,10 +257,13 @@ impl Ledger {
     }
 
     fn init(conn: Connection) -> Result<Self, LedgerError> {
-        // WAL for concurrent readers; FULL sync so a committed step survives
-        // power loss, not just a process crash.
+        // WAL for concurrent readers. Every commit survives a crash of the
+        // process; the steps that precede an irreversible action on a
+        // partner's server (filed, quarantined) also survive power loss
+        // (see `set_durable`). Losing any other step to power loss only
+        // repeats work that is idempotent.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let tables: i64 = conn.query_row(
@@ -286,6 +289,7 @@ impl Ledger {
     /// is already finished.
     pub fn claim(&self, key: &FileKey) -> Result<ClaimOutcome, LedgerError> {
         let mut conn = self.conn();
+        set_durable(&conn, false)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing = find(&tx, key)?;
         let outcome = match existing {
@@ -332,6 +336,7 @@ impl Ledger {
             });
         }
         let mut conn = self.conn();
+        set_durable(&conn, matches!(to, State::Filed | State::Quarantined))?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let sql = format!(
             "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4"
@@ -412,12 +417,12 @@ impl Ledger {
     /// until the rest of the filing (permissions, retention, workflow) is
     /// done, so a crash in between resumes with the node known.
     pub fn stored(&self, id: i64, node_id: u64) -> Result<(), LedgerError> {
-        self.set(id, "node_id = ?2", &(node_id as i64))
+        self.set(id, "node_id = ?2", &(node_id as i64), false)
     }
 
     /// The document's workflow has started: it is never started twice.
     pub fn workflow_started(&self, id: i64, workflow_id: i64) -> Result<(), LedgerError> {
-        self.set(id, "workflow_id = ?2", &workflow_id)
+        self.set(id, "workflow_id = ?2", &workflow_id, true)
     }
 
     /// An attempt failed with `error` (which must not hold secrets). When
@@ -426,6 +431,7 @@ impl Ledger {
     /// Returns the failure count.
     pub fn failed(&self, id: i64, error: &str, counts: bool) -> Result<u32, LedgerError> {
         let conn = self.conn();
+        set_durable(&conn, false)?;
         let changed = conn.execute(
             "UPDATE claims SET failures = failures + ?4, last_error = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, error, now(), i64::from(counts)],
@@ -441,8 +447,10 @@ impl Ledger {
         id: i64,
         assignment: &str,
         value: &dyn rusqlite::ToSql,
+        durable: bool,
     ) -> Result<(), LedgerError> {
         let conn = self.conn();
+        set_durable(&conn, durable)?;
         let sql = format!("UPDATE claims SET {assignment}, updated_at = ?3 WHERE id = ?1");
         let changed = conn.execute(&sql, params![id, value, now()])?;
         if changed == 0 {
@@ -501,6 +509,14 @@ impl Ledger {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Make the next commits on `conn` reach the disk before they return (WAL
+/// `synchronous = FULL`) when `durable`, or only survive a process crash
+/// (`NORMAL`) otherwise.
+pub(crate) fn set_durable(conn: &Connection, durable: bool) -> Result<(), LedgerError> {
+    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+    Ok(())
 }
 
 fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
