@@ -333,11 +333,15 @@ struct Bench {
 impl Bench {
     fn config(&self, server: &Server, state: &Path) -> PathBuf {
         let parallel = parallel();
+        // The server sees as many connections as rclone's transfers; more
+        // files are in flight, so one file's repository and ledger work
+        // overlaps the others' transfers.
+        let in_flight = parallel * 4;
         let text = format!(
-            "[runtime]\nstate_dir = {state:?}\nplugins_dir = {plugins:?}\nmax_concurrent_files = {parallel}\n\n\
+            "[runtime]\nstate_dir = {state:?}\nplugins_dir = {plugins:?}\nmax_concurrent_files = {in_flight}\n\n\
              [ecm]\nkind = \"embedded\"\n\n\
              [[partner]]\nid = \"{PARTNER}\"\nplugin = \"trivial.wasm\"\n{endpoint}\
-             poll_interval_secs = 1\nconcurrency = {parallel}\nmax_connections = {parallel}\n\
+             poll_interval_secs = 1\nconcurrency = {in_flight}\nmax_connections = {parallel}\n\
              complete = {{ stable_polls = 1, min_age_secs = 0 }}\n",
             state = state.display().to_string(),
             plugins = self.plugins_dir.display().to_string(),
@@ -803,12 +807,13 @@ fn print_rows(rows: &[Row], reps: usize, quick: bool) {
         println!("{line}");
     }
     let (parallel, streams) = (parallel(), streams());
+    let in_flight = parallel * 4;
     println!(
         "\n({} of {reps} round(s){}; wall time from spawn to exit of a separate process for both tools, its CPU time (user + system; the servers' not included) and peak RSS from wait4; \
-         wharf: one Runtime::once cycle with partner concurrency = max_connections = max_concurrent_files = {parallel}, \
-         trivial plugin, embedded repository, fsynced ledger and blobs, archive move on the server; \
+         wharf: one Runtime::once cycle with max_connections = {parallel} and {in_flight} files in flight (concurrency, max_concurrent_files), \
+         trivial plugin, embedded repository (fsynced blobs and metadata), ledger, archive move on the server; \
          rclone copy --transfers {parallel} --checkers {parallel}, no fsync, multi-thread {streams} streams from 64M on sftp, single stream on ftp; \
-         wharf fetches a file of 64 MiB or more as {streams} ranges)",
+         wharf fetches an SFTP file of 64 MiB or more as {streams} ranges, an FTP file in one stream)",
         if reps > 1 { "median" } else { "result" },
         if quick { ", quick mode" } else { "" },
     );

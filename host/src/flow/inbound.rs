@@ -1510,16 +1510,29 @@ impl<R: Repository + 'static> Inbound<R> {
     }
 
     async fn post_process(&self, claim: &Claim) -> Result<(), StepError> {
-        if let Some(path) = self.still_there(claim).await? {
-            match self.partner.after {
-                AfterFiling::Delete => self.endpoint.delete(&path).await,
-                AfterFiling::Archive => {
-                    let name = path.file_name().unwrap_or("file").to_string();
-                    let to = self.free_name(&self.archive, &name, claim.id).await?;
-                    self.endpoint.rename(&path, &to).await
+        match self.partner.after {
+            AfterFiling::Delete => {
+                if let Some(path) = self.still_there(claim).await? {
+                    self.endpoint
+                        .delete(&path)
+                        .await
+                        .map_err(StepError::remote)?;
                 }
             }
-            .map_err(StepError::remote)?;
+            AfterFiling::Archive => {
+                // Both questions at once: one round trip of latency.
+                let name = claim.key.path.rsplit('/').next().unwrap_or("file");
+                let (there, to) = tokio::join!(
+                    self.still_there(claim),
+                    self.free_name(&self.archive, name, claim.id)
+                );
+                if let Some(path) = there? {
+                    self.endpoint
+                        .rename(&path, &to?)
+                        .await
+                        .map_err(StepError::remote)?;
+                }
+            }
         }
         self.remove_marker(claim).await
     }

@@ -224,8 +224,6 @@ impl Ledger {
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<Delivery, LedgerError> {
         let mut conn = self.conn();
-        // The name is on record before any byte leaves.
-        super::set_durable(&conn, to == DeliveryState::Decided)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current = get(&tx, id)?;
         if !from.contains(&current.state) {
@@ -242,6 +240,13 @@ impl Ledger {
         tx.execute(&sql, all.as_slice())?;
         let d = get(&tx, id)?;
         tx.commit()?;
+        drop(conn);
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if to == DeliveryState::Decided {
+            // The name is on record before any byte leaves.
+            self.make_durable()?;
+        }
         Ok(d)
     }
 
@@ -327,7 +332,10 @@ impl Ledger {
             "UPDATE deliveries SET workflow_id = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, workflow_id, now()],
         )?;
-        Ok(())
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A task is never opened twice for the same delivery.
+        self.make_durable()
     }
 
     /// Record a failed attempt; returns the failure count.

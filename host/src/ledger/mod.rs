@@ -54,6 +54,9 @@ pub enum LedgerError {
         /// The state asked for.
         to: DeliveryState,
     },
+    /// The write-ahead log could not be synced to disk.
+    #[error("ledger log sync: {0}")]
+    Sync(std::io::Error),
     /// The database was written by another version of the ledger.
     #[error("ledger schema version {0} is not one this runtime reads (1 or 2)")]
     Schema(i64),
@@ -180,6 +183,12 @@ pub enum ClaimOutcome {
 /// blocking thread in async code.
 pub struct Ledger {
     conn: Mutex<Connection>,
+    /// The write-ahead log, fsynced to make committed steps durable.
+    wal: Option<std::path::PathBuf>,
+    /// Commits so far, and the count the last WAL fsync covered: one fsync
+    /// makes every commit before it durable (group commit).
+    commits: std::sync::atomic::AtomicU64,
+    synced: Mutex<u64>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -248,7 +257,11 @@ impl Ledger {
     /// Open (or create) the ledger at `path`.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut ledger = Self::init(conn)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        ledger.wal = Some(wal.into());
+        Ok(ledger)
     }
 
     /// A ledger in memory (for tests and one-shot checks).
@@ -259,9 +272,10 @@ impl Ledger {
     fn init(conn: Connection) -> Result<Self, LedgerError> {
         // WAL for concurrent readers. Every commit survives a crash of the
         // process; the steps that precede an irreversible action on a
-        // partner's server (filed, quarantined) also survive power loss
-        // (see `set_durable`). Losing any other step to power loss only
-        // repeats work that is idempotent.
+        // partner's server (filed, quarantined) or record one (a workflow
+        // started) also survive power loss: they fsync the log, one fsync
+        // for all steps committed meanwhile (`make_durable`). Losing any
+        // other step to power loss only repeats work that is idempotent.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -278,6 +292,9 @@ impl Ledger {
         conn.execute_batch(SCHEMA)?;
         Ok(Ledger {
             conn: Mutex::new(conn),
+            wal: None,
+            commits: std::sync::atomic::AtomicU64::new(0),
+            synced: Mutex::new(0),
         })
     }
 
@@ -289,7 +306,6 @@ impl Ledger {
     /// is already finished.
     pub fn claim(&self, key: &FileKey) -> Result<ClaimOutcome, LedgerError> {
         let mut conn = self.conn();
-        set_durable(&conn, false)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing = find(&tx, key)?;
         let outcome = match existing {
@@ -336,7 +352,7 @@ impl Ledger {
             });
         }
         let mut conn = self.conn();
-        set_durable(&conn, matches!(to, State::Filed | State::Quarantined))?;
+
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let sql = format!(
             "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4"
@@ -357,6 +373,8 @@ impl Ledger {
         }
         let claim = get(&tx, id)?;
         tx.commit()?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(claim)
     }
 
@@ -373,18 +391,49 @@ impl Ledger {
 
     /// The repository holds the file as node `node_id`, decided by `plugin`.
     pub fn filed(&self, id: i64, node_id: u64, plugin: &str) -> Result<Claim, LedgerError> {
-        self.advance(
+        let claim = self.advance(
             id,
             State::Transferred,
             State::Filed,
             ", node_id = ?5, plugin = ?6",
             &[&(node_id as i64), &plugin],
-        )
+        )?;
+        // The file is archived or deleted on the server next.
+        self.make_durable()?;
+        Ok(claim)
     }
 
     /// The file is an exception for `reason`; `from` is its current state.
     pub fn quarantined(&self, id: i64, from: State, reason: &str) -> Result<Claim, LedgerError> {
-        self.advance(id, from, State::Quarantined, ", reason = ?5", &[&reason])
+        let claim = self.advance(id, from, State::Quarantined, ", reason = ?5", &[&reason])?;
+        // The file moves to the error folder next.
+        self.make_durable()?;
+        Ok(claim)
+    }
+
+    /// Make every step committed so far survive power loss: one fsync of the
+    /// write-ahead log, shared by every caller waiting at the same time.
+    pub fn make_durable(&self) -> Result<(), LedgerError> {
+        use std::sync::atomic::Ordering;
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        let wanted = self.commits.load(Ordering::SeqCst);
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= wanted {
+            // Another caller's fsync already covered this commit.
+            return Ok(());
+        }
+        let covers = self.commits.load(Ordering::SeqCst);
+        match std::fs::File::open(wal) {
+            Ok(f) => f.sync_data().map_err(LedgerError::Sync)?,
+            // No log: everything was checkpointed into the database file,
+            // which SQLite syncs when it checkpoints.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LedgerError::Sync(e)),
+        }
+        *synced = covers;
+        Ok(())
     }
 
     /// Everything is finished (remote post-processing included); `from` is
@@ -417,12 +466,13 @@ impl Ledger {
     /// until the rest of the filing (permissions, retention, workflow) is
     /// done, so a crash in between resumes with the node known.
     pub fn stored(&self, id: i64, node_id: u64) -> Result<(), LedgerError> {
-        self.set(id, "node_id = ?2", &(node_id as i64), false)
+        self.set(id, "node_id = ?2", &(node_id as i64))
     }
 
     /// The document's workflow has started: it is never started twice.
     pub fn workflow_started(&self, id: i64, workflow_id: i64) -> Result<(), LedgerError> {
-        self.set(id, "workflow_id = ?2", &workflow_id, true)
+        self.set(id, "workflow_id = ?2", &workflow_id)?;
+        self.make_durable()
     }
 
     /// An attempt failed with `error` (which must not hold secrets). When
@@ -431,7 +481,6 @@ impl Ledger {
     /// Returns the failure count.
     pub fn failed(&self, id: i64, error: &str, counts: bool) -> Result<u32, LedgerError> {
         let conn = self.conn();
-        set_durable(&conn, false)?;
         let changed = conn.execute(
             "UPDATE claims SET failures = failures + ?4, last_error = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, error, now(), i64::from(counts)],
@@ -447,12 +496,12 @@ impl Ledger {
         id: i64,
         assignment: &str,
         value: &dyn rusqlite::ToSql,
-        durable: bool,
     ) -> Result<(), LedgerError> {
         let conn = self.conn();
-        set_durable(&conn, durable)?;
         let sql = format!("UPDATE claims SET {assignment}, updated_at = ?3 WHERE id = ?1");
         let changed = conn.execute(&sql, params![id, value, now()])?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if changed == 0 {
             return Err(LedgerError::Missing(id));
         }
@@ -509,14 +558,6 @@ impl Ledger {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-}
-
-/// Make the next commits on `conn` reach the disk before they return (WAL
-/// `synchronous = FULL`) when `durable`, or only survive a process crash
-/// (`NORMAL`) otherwise.
-pub(crate) fn set_durable(conn: &Connection, durable: bool) -> Result<(), LedgerError> {
-    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
-    Ok(())
 }
 
 fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
