@@ -425,7 +425,7 @@ impl Runtime {
                 reports
             }
             Err(e) => {
-                tracing::warn!(partner = %out.rule().scope, "outbound selection failed: {e}");
+                tracing::warn!(partner = %run.inbound.partner().id, scope = %out.rule().scope, "outbound selection failed: {e}");
                 self.metrics.failure(&run.inbound.partner().id, "ecm");
                 Vec::new()
             }

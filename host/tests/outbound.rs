@@ -361,3 +361,128 @@ async fn approved_documents_leave_once_under_the_plugins_names() {
         fourth.exports
     );
 }
+
+/// A delivery whose upload finished just before a crash is finished (its
+/// receipt filed) even when a newer version appeared meanwhile; a delivery
+/// not yet uploaded of a superseded version never leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
+    use wharf::ledger::{DeliveryClaim, DeliveryKey, DeliveryState};
+    let plugin = component("globex-print");
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("globex");
+    std::fs::create_dir_all(&remote).unwrap();
+    let text = format!(
+        "[runtime]\nstate_dir = \"state\"\nplugins_dir = {:?}\n\
+         [[partner]]\nid = \"globex\"\nplugin = \"globex-print.wasm\"\nendpoint = \"file://{}\"\n\
+         [partner.outbound]\nscope = \"Partners/globex/Catalog\"\ncategory = \"Print\"\n\
+         attribute = \"Status\"\nvalue = \"Approved\"\n",
+        plugin.parent().unwrap().display().to_string(),
+        remote.display()
+    );
+    let config = wharf::config::parse(&text, dir.path()).unwrap();
+    let runtime = Arc::new(Runtime::open(config).await.unwrap());
+    let repo = embedded(&runtime);
+    let catalog = repo
+        .ensure_folder(
+            NodeId::ENTERPRISE,
+            &["Partners".into(), "globex".into(), "Catalog".into()],
+        )
+        .await
+        .unwrap();
+    let v1 = pdf("first");
+    let a = store(
+        repo,
+        catalog,
+        "A.pdf",
+        &v1,
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let b = store(
+        repo,
+        catalog,
+        "B.pdf",
+        &pdf("b1"),
+        "Approved",
+        Some("J2"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    // A's version 1 reached the server, then the process died; B's version
+    // 1 was named but not sent.
+    let ledger = runtime.ledger();
+    let claim = |node: NodeId| match ledger
+        .claim_delivery(
+            &DeliveryKey {
+                partner: "globex".into(),
+                node_id: node.0 as u64,
+                version: 1,
+            },
+            "x.pdf",
+            10,
+        )
+        .unwrap()
+    {
+        DeliveryClaim::New(d) => d,
+        other => panic!("{other:?}"),
+    };
+    let da = claim(a);
+    ledger
+        .delivery_decided(da.id, &sha(&v1), "to-print/GLOBEX_J1_v1_A.pdf", None, "p")
+        .unwrap();
+    ledger.delivery_uploaded(da.id).unwrap();
+    let db = claim(b);
+    ledger
+        .delivery_decided(
+            db.id,
+            &sha(&pdf("b1")),
+            "to-print/GLOBEX_J2_v1_B.pdf",
+            None,
+            "p",
+        )
+        .unwrap();
+    // Both get a version 2 before the restart.
+    store(
+        repo,
+        catalog,
+        "A.pdf",
+        &pdf("second"),
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::AddVersion,
+    )
+    .await;
+    store(
+        repo,
+        catalog,
+        "B.pdf",
+        &pdf("b2"),
+        "Approved",
+        Some("J2"),
+        CollisionPolicy::AddVersion,
+    )
+    .await;
+
+    runtime.once().await;
+    let a1 = ledger.delivery(da.id).unwrap();
+    assert_eq!(a1.state, DeliveryState::Done);
+    assert!(
+        a1.receipt_node.is_some(),
+        "the uploaded version gets its receipt"
+    );
+    let b1 = ledger.delivery(db.id).unwrap();
+    assert_eq!(b1.state, DeliveryState::Done);
+    assert!(
+        b1.reason.as_deref().unwrap_or("").contains("superseded"),
+        "{b1:?}"
+    );
+    assert!(ledger.unfinished_deliveries("globex").unwrap().is_empty());
+    // The latest versions went out; B's version 1 never did.
+    assert_eq!(
+        files(&remote.join("to-print")),
+        ["GLOBEX_J1_v2_A.pdf", "GLOBEX_J2_v2_B.pdf"]
+    );
+}

@@ -200,10 +200,15 @@ impl<R: Repository + 'static> Outbound<R> {
     /// One pass: deliver every approved document not delivered yet, then
     /// raise overdue acknowledgements.
     pub async fn cycle(&self) -> Result<Vec<ExportReport>, String> {
-        let mut reports = Vec::new();
-        for node in self.select().await? {
-            reports.push(self.deliver(node.id).await);
-        }
+        let nodes = self.select().await?;
+        // As many deliveries at once as the partner takes files at once;
+        // the endpoint's pool bounds the connections.
+        let parallel = (self.inbound.partner().concurrency as usize).max(1);
+        let reports = futures::stream::iter(nodes)
+            .map(|node| self.deliver(node.id))
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
         self.raise_overdue().await;
         Ok(reports)
     }
@@ -238,9 +243,15 @@ impl<R: Repository + 'static> Outbound<R> {
     }
 
     async fn deliver(&self, node: NodeId) -> ExportReport {
+        self.deliver_version(node, None).await
+    }
+
+    /// Deliver `node`: its latest version, or finish the delivery of
+    /// version `finish` that is already uploaded or refused.
+    async fn deliver_version(&self, node: NodeId, finish: Option<u32>) -> ExportReport {
         let started = Instant::now();
         let mut report = self.report(node, ExportOutcome::Retrying, String::new());
-        if let Err(e) = self.run(node, &mut report).await {
+        if let Err(e) = self.run(node, finish, &mut report).await {
             report.outcome = ExportOutcome::Retrying;
             report.detail = e;
         }
@@ -258,15 +269,26 @@ impl<R: Repository + 'static> Outbound<R> {
         report
     }
 
-    async fn run(&self, node: NodeId, report: &mut ExportReport) -> Result<(), String> {
+    async fn run(
+        &self,
+        node: NodeId,
+        finish: Option<u32>,
+        report: &mut ExportReport,
+    ) -> Result<(), String> {
         let doc = self.repo().node(node).await.map_err(fail)?;
         let versions = self.repo().versions(node).await.map_err(fail)?;
-        let Some(latest) = versions.iter().max_by_key(|v| v.number).cloned() else {
-            return Err(format!("document {} has no version", node.0));
+        let chosen = match finish {
+            Some(n) => versions.iter().find(|v| v.number == n).cloned(),
+            None => versions.iter().max_by_key(|v| v.number).cloned(),
+        };
+        let Some(latest) = chosen else {
+            return Err(format!("document {} has no such version", node.0));
         };
         report.version = latest.number;
         report.name = doc.name.clone();
-        if !self.approved(node).await? {
+        // A delivery already on the partner's server (or refused) is only
+        // finished: its receipt or review task, whatever happened since.
+        if finish.is_none() && !self.approved(node).await? {
             report.outcome = ExportOutcome::NotApproved;
             report.detail = format!(
                 "{}/{} is not {:?}",
@@ -732,7 +754,9 @@ impl<R: Repository + 'static> Outbound<R> {
                 }
                 continue;
             }
-            reports.push(self.deliver(node).await);
+            let finish = matches!(d.state, DeliveryState::Uploaded | DeliveryState::Rejected)
+                .then_some(d.key.version);
+            reports.push(self.deliver_version(node, finish).await);
         }
         reports
     }
