@@ -64,6 +64,7 @@ pub struct Metrics {
     in_flight: Family<PartnerLabel, Gauge>,
     partner_up: Family<PartnerLabel, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    canary: Family<ReloadLabels, Counter>,
 }
 
 /// Buckets of `wharf_file_duration_seconds`: 1 ms doubling to 262 s (~4.4 min).
@@ -96,6 +97,7 @@ impl Metrics {
         let partner_up = Family::<PartnerLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let canary = Family::<ReloadLabels, Counter>::default();
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -147,6 +149,11 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register(
+            "wharf_canary_verdicts",
+            "Files a candidate build decided in shadow, by result (agree or disagree)",
+            canary.clone(),
+        );
+        registry.register(
             "wharf_build_info",
             "Always 1; the version label names the running build",
             build_info,
@@ -163,6 +170,7 @@ impl Metrics {
             in_flight,
             partner_up,
             reloads,
+            canary,
         }
     }
 
@@ -221,6 +229,16 @@ impl Metrics {
             .get_or_create(&ReloadLabels {
                 partner: partner.to_owned(),
                 result: if swapped { "swapped" } else { "refused" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a file a canary build decided in shadow.
+    pub fn canary_verdict(&self, partner: &str, agree: bool) {
+        self.canary
+            .get_or_create(&ReloadLabels {
+                partner: partner.to_owned(),
+                result: if agree { "agree" } else { "disagree" }.to_owned(),
             })
             .inc();
     }

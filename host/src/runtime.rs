@@ -21,7 +21,7 @@ use crate::config::{EcmConfig, WharfConfig};
 use crate::flow::bridge::{EndpointFiles, RepositoryScope};
 use crate::flow::connect::{self, AnyRepository};
 use crate::flow::delivery;
-use crate::flow::inbound::{FileReport, Inbound, Outcome, PipelineOptions};
+use crate::flow::inbound::{Canary, FileReport, Inbound, Outcome, PipelineOptions};
 use crate::flow::outbound::{ExportReport, Outbound};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -195,6 +195,25 @@ impl Runtime {
                     .map_err(|e| anyhow::anyhow!(e))
                 };
                 let inbound = Arc::new(make()?);
+                if let Some(c) = &p.canary {
+                    // A candidate that does not load is reported and left
+                    // out; the partner runs on its live build.
+                    let path = config.runtime.plugins_dir.join(&c.plugin);
+                    let loaded = {
+                        let host = host.clone();
+                        tokio::task::spawn_blocking(move || host.load(&path)).await
+                    };
+                    match loaded {
+                        Ok(Ok(candidate)) => inbound.set_canary(Some(Canary {
+                            plugin: candidate,
+                            percent: c.percent,
+                        })),
+                        Ok(Err(e)) => {
+                            tracing::error!(partner = %p.id, "canary {} not loaded: {e}", c.plugin)
+                        }
+                        Err(e) => tracing::error!(partner = %p.id, "canary not loaded: {e}"),
+                    }
+                }
                 let acks = match p.outbound.as_ref().and_then(|o| o.ack_folder.as_deref()) {
                     Some(folder) => Some(Arc::new(
                         make()?
@@ -294,6 +313,9 @@ impl Runtime {
         let plugin = run.inbound.plugin().info().name.clone();
         if let Some(t) = report.plugin_time {
             self.metrics.plugin_call(&plugin, t.as_secs_f64());
+        }
+        if let Some(agree) = report.canary {
+            self.metrics.canary_verdict(partner, agree);
         }
         match report.outcome {
             Outcome::Filed | Outcome::Quarantined | Outcome::Ignored | Outcome::Deferred => {

@@ -1,5 +1,6 @@
 //! The `wharf` command line: parses arguments and delegates to the library.
 
+mod canary;
 mod config;
 mod ecm;
 mod outbound;
@@ -49,6 +50,9 @@ pub enum Command {
     Export(outbound::ExportArgs),
     /// List outbound deliveries with their acknowledgement state.
     Deliveries(outbound::DeliveriesArgs),
+    /// How a partner's candidate build (`canary` in the configuration),
+    /// deciding a share of the files in shadow, compares with the live one.
+    Canary(canary::CanaryArgs),
 }
 
 /// Run the command line; the exit code says how it went.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
                 Command::Ecm(cmd) => ecm::run(cmd),
                 Command::Config(cmd) => config::run(cmd),
                 Command::Deliveries(args) => outbound::deliveries(args),
+                Command::Canary(args) => canary::run(args),
                 Command::Run(_) | Command::Dev(_) | Command::Export(_) => {
                     unreachable!("handled above")
                 }

@@ -226,12 +226,26 @@ pub struct PartnerConfig {
     /// every sample in it the expected verdict, or it is refused.
     #[serde(default)]
     pub fixtures: Option<PathBuf>,
+    /// A candidate build run in shadow on a share of the files: its verdict
+    /// is recorded and compared with the live one, never acted on.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
     /// Whether the partner is polled.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// What may be delivered to this partner, if anything.
     #[serde(default)]
     pub outbound: Option<OutboundConfig>,
+}
+
+/// A candidate plugin build tried in shadow mode.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The candidate component, relative to `runtime.plugins_dir`.
+    pub plugin: String,
+    /// Share of the partner's files (0-100) the candidate also decides.
+    pub percent: u8,
 }
 
 /// A partner's outbound release: which repository documents may leave, and
@@ -686,6 +700,17 @@ fn validate(config: &WharfConfig, base: &Path, add: &mut impl FnMut(String, Stri
                 add(
                     key("outbound.ack_timeout_secs"),
                     "needs outbound.ack_folder: acknowledgements have nowhere to arrive".into(),
+                );
+            }
+        }
+        if let Some(c) = &p.canary {
+            if c.percent > 100 {
+                add(key("canary.percent"), "must be between 0 and 100".into());
+            }
+            if !plugins_dir.join(&c.plugin).is_file() {
+                add(
+                    key("canary.plugin"),
+                    format!("{} does not exist", plugins_dir.join(&c.plugin).display()),
                 );
             }
         }

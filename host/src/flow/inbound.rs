@@ -112,6 +112,9 @@ pub struct FileReport {
     /// Which step failed, for failures: `transfer`, `plugin`, `ecm`,
     /// `remote` or `ledger`.
     pub failed_step: Option<&'static str>,
+    /// Whether a canary build, when one decided this file in shadow,
+    /// agreed with the live verdict.
+    pub canary: Option<bool>,
 }
 
 /// Why a step failed, and whether the file's attempt counter moves.
@@ -246,7 +249,21 @@ pub struct Inbound<R> {
     folders: Mutex<HashMap<Vec<String>, NodeId>>,
     progress: std::sync::OnceLock<indicatif::MultiProgress>,
     role: Role,
+    canary: arc_swap::ArcSwapOption<Canary>,
     pending_acks: Mutex<HashMap<String, (i64, &'static str, String)>>,
+}
+
+/// A candidate build deciding a share of the files in shadow.
+pub struct Canary {
+    /// The candidate.
+    pub plugin: Plugin,
+    /// Share of files (0-100) it also decides.
+    pub percent: u8,
+}
+
+/// Whether claim `id` is in a `percent` sample (spread evenly over ids).
+fn sampled(id: i64, percent: u8) -> bool {
+    (id as u64).wrapping_mul(2_654_435_761) % 100 < u64::from(percent)
 }
 
 /// What a pipeline's folder holds.
@@ -312,6 +329,7 @@ impl<R: Repository + 'static> Inbound<R> {
             folders: Mutex::new(HashMap::new()),
             progress: std::sync::OnceLock::new(),
             role: Role::Inbox,
+            canary: arc_swap::ArcSwapOption::empty(),
             pending_acks: Mutex::new(HashMap::new()),
         })
     }
@@ -400,6 +418,60 @@ impl<R: Repository + 'static> Inbound<R> {
             crate::plugin::printable(entry.path.file_name().unwrap_or_default())
         ));
         Some(bar)
+    }
+
+    /// Run `canary` in shadow on a share of the files from now on (`None`
+    /// stops it). Its verdicts are recorded in the ledger, never acted on.
+    pub fn set_canary(&self, canary: Option<Canary>) {
+        self.canary.store(canary.map(Arc::new));
+    }
+
+    /// Let the canary decide the same bytes, and record how its verdict
+    /// compares with the live one. Returns whether they agree.
+    async fn shadow(
+        &self,
+        claim: &Claim,
+        entry: &Entry,
+        spool: &Spooled,
+        live: &Plugin,
+        verdict: &Verdict,
+    ) -> Option<bool> {
+        let canary = self.canary.load_full()?;
+        if self.role != Role::Inbox || !sampled(claim.id, canary.percent) {
+            return None;
+        }
+        let candidate = Arc::new(canary.plugin.clone());
+        let live_json = serde_json::to_string(verdict).unwrap_or_default();
+        let candidate_json = match self.decide(&candidate, entry, spool).await {
+            Ok(v) => serde_json::to_string(&v).unwrap_or_default(),
+            Err((code, message)) => {
+                serde_json::json!({"verdict": "failed", "code": code, "message": message})
+                    .to_string()
+            }
+        };
+        let agree = live_json == candidate_json;
+        if !agree {
+            tracing::warn!(
+                partner = %self.partner.id, path = %claim.key.path,
+                "canary {} disagrees: live {live_json}, candidate {candidate_json}",
+                &candidate.digest()[..12]
+            );
+        }
+        let record = crate::ledger::CanaryRecord {
+            claim: claim.id,
+            partner: self.partner.id.clone(),
+            path: claim.key.path.clone(),
+            live: live.digest().to_string(),
+            candidate: candidate.digest().to_string(),
+            agree,
+            live_verdict: live_json,
+            candidate_verdict: candidate_json,
+            at: 0,
+        };
+        if let Err(e) = self.ledger.record_canary(&record) {
+            tracing::warn!(partner = %self.partner.id, "canary verdict not recorded: {e}");
+        }
+        Some(agree)
     }
 
     /// Get ready: create the spool folder and the remote archive and error
@@ -593,6 +665,7 @@ impl<R: Repository + 'static> Inbound<R> {
             elapsed: Duration::ZERO,
             plugin_time: None,
             failed_step: None,
+            canary: None,
         };
         self.run(&entry, &mut report).await;
         report.elapsed = started.elapsed();
@@ -689,6 +762,9 @@ impl<R: Repository + 'static> Inbound<R> {
             let started = Instant::now();
             let decided = self.decide(&plugin, entry, &spool).await;
             report.plugin_time = Some(started.elapsed());
+            if let Ok(verdict) = &decided {
+                report.canary = self.shadow(&claim, entry, &spool, &plugin, verdict).await;
+            }
             match decided {
                 Err((code, message)) if code == "plugin-unavailable" => {
                     return Err(err(StepError {

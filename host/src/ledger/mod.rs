@@ -19,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod canary;
 mod deliveries;
+pub use canary::{CanaryRecord, CanarySummary};
 pub use deliveries::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
 use serde::Serialize;
 
@@ -250,6 +252,19 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (partner, node_id, version)
 );
 CREATE INDEX IF NOT EXISTS deliveries_remote ON deliveries (partner, remote_path);
+CREATE TABLE IF NOT EXISTS canary (
+    id         INTEGER PRIMARY KEY,
+    claim      INTEGER NOT NULL,
+    partner    TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    live       TEXT NOT NULL,
+    candidate  TEXT NOT NULL,
+    agree      INTEGER NOT NULL,
+    live_verdict      TEXT NOT NULL,
+    candidate_verdict TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS canary_partner ON canary (partner, candidate, id);
 PRAGMA user_version = 2;
 ";
 
