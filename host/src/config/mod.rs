@@ -951,8 +951,9 @@ limits = { deadline_ms = 0 }
         let text = include_str!("../../../examples/wharf.toml");
         let dir = tempfile::tempdir().unwrap();
         let problems = parse(text, dir.path()).expect_err("its plugins are not installed here");
-        // Three plugin files and one fixtures folder live on the server.
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        // Three plugin files, a canary and a fixtures folder live on the
+        // server.
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(
             problems
                 .iter()
