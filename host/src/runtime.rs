@@ -637,11 +637,20 @@ impl Runtime {
                 _ = shutdown.cancelled() => return,
             };
             let Some(first) = first else { return };
-            // A copy arrives as several writes: settle, then look once.
+            // A copy arrives as several writes: wait until the folder has
+            // been quiet for a moment (a rename is one event, so it is taken
+            // almost at once), but never longer than a second.
             let mut events = vec![first];
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            while let Ok(e) = rx.try_recv() {
-                events.push(e);
+            let settle_until = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let before = events.len();
+                while let Ok(e) = rx.try_recv() {
+                    events.push(e);
+                }
+                if events.len() == before || tokio::time::Instant::now() >= settle_until {
+                    break;
+                }
             }
             let changed: HashSet<std::ffi::OsString> = events
                 .into_iter()
