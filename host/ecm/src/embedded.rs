@@ -5,6 +5,22 @@
 //! fsyncs it, renames it to `blobs/<aa>/<sha256>` and only then commits the
 //! metadata that references it. A crash in between leaves an unreferenced
 //! blob, which [`Embedded::open`] removes; a referenced blob is never missing.
+//!
+//! [`Repository::store_document`] takes shortcuts where the
+//! [`ContentSource`] allows them, each in one blocking step:
+//! - in-memory content ([`ContentSource::in_memory`]) is hashed first; when
+//!   it matches the declared checksum and that blob is already stored, nothing
+//!   is written, else it is written, fsynced and renamed;
+//! - a local file ([`ContentSource::local_file`]) is copied with 1 MiB reads
+//!   and writes, hashing as it reads; from 4 MiB on, one thread reads and
+//!   hashes while another writes with direct I/O (where the file system
+//!   takes it), so a large copy neither floods the page cache nor waits in
+//!   its dirty-page throttling. A file that promises to stay unmodified
+//!   ([`ContentSource::local_file_immutable`]) is hard-linked instead when it
+//!   is on the same file system, then read once to verify and fsynced. When
+//!   the declared blob already exists, the file is only read and verified.
+//!
+//! Content that does not match the declared checksum never gets a blob name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +148,20 @@ type Hook = Arc<dyn Fn() + Send + Sync>;
 /// Contents up to this size are buffered and written in one blocking step.
 const SMALL_BLOB: usize = 1 << 20;
 
+/// Buffer size of the blocking reads and writes of local files.
+const FILE_BUF: usize = 1 << 20;
+
+/// Local files at least this large are copied by two threads (one reads and
+/// hashes, the other writes, with direct I/O where the file system allows),
+/// and a hard-linked one is fsynced while it is being hashed.
+const LARGE_FILE: u64 = 4 << 20;
+
+/// Buffers in flight between the reading and the writing thread of a copy.
+const COPY_BUFFERS: usize = 4;
+
+/// Alignment of direct I/O buffers, offsets and lengths.
+const DIRECT_ALIGN: usize = 4096;
+
 /// A store waiting for the next group commit.
 struct StoreJob {
     doc: NewDocument,
@@ -148,6 +178,9 @@ struct Inner {
     actor: String,
     before_commit: Mutex<Option<Hook>>,
     pending: Mutex<Vec<StoreJob>>,
+    /// Blobs renamed into place whose folder is not yet known to be synced,
+    /// with how many stores are publishing each.
+    publishing: Mutex<HashMap<String, usize>>,
     /// Held (locked) while this process may reconcile the blob store.
     _owner_lock: Option<std::fs::File>,
 }
@@ -182,6 +215,159 @@ fn blob_path(sha: &str) -> PathBuf {
 /// the state directory, `blobs` and two hex digits.
 fn sync_dir(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
+}
+
+/// A unique temporary file name.
+fn temp_name() -> String {
+    format!(
+        "{:016x}-{:08x}.part",
+        rand::random::<u64>(),
+        std::process::id()
+    )
+}
+
+/// Refuse content whose checksum is not the `expected` one.
+fn check_expected(sha: &str, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(want) if want != sha => Err(EcmError::invalid(format!(
+            "content checksum {sha} does not match the declared {want}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Read `src` (of about `len` bytes) to its end, hashing it and copying it
+/// to `dst` when given; fail unless its SHA-256 is `expected`. Returns the
+/// size.
+fn hash_check(
+    src: &mut std::fs::File,
+    len: u64,
+    mut dst: Option<&mut std::fs::File>,
+    expected: &str,
+) -> Result<u64> {
+    use std::io::Write;
+    // One read more than the length finds the end.
+    let mut buf = vec![
+        0u8;
+        usize::try_from(len)
+            .unwrap_or(FILE_BUF)
+            .clamp(4096, FILE_BUF - 1)
+            + 1
+    ];
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_full(src, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(d) = dst.as_mut() {
+            d.write_all(&buf[..n])?;
+        }
+        size += n as u64;
+    }
+    check_expected(&hex::encode(hasher.finalize()), Some(expected))?;
+    Ok(size)
+}
+
+/// Read until `buf` is full or the file ends; the count read.
+fn read_full(src: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A [`FILE_BUF`] bytes buffer aligned for direct I/O.
+struct AlignedBuf {
+    mem: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    fn new() -> Self {
+        let mem = vec![0u8; FILE_BUF + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - mem.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBuf { mem, start }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + FILE_BUF]
+    }
+}
+
+/// Copy `src` to `dst` and fsync it: this thread reads and hashes while a
+/// second one writes. With `direct`, `dst` was opened for direct I/O: every
+/// write is a whole number of aligned blocks (the last one padded, then cut
+/// back), which keeps a large copy out of the page cache and its dirty-page
+/// throttling. Returns the SHA-256 and the size.
+fn copy_pipelined(
+    src: &mut std::fs::File,
+    mut dst: std::fs::File,
+    direct: bool,
+) -> std::io::Result<(String, u64)> {
+    use std::io::Write;
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(COPY_BUFFERS);
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(COPY_BUFFERS);
+    for _ in 0..COPY_BUFFERS {
+        free_tx
+            .send(AlignedBuf::new())
+            .map_err(|_| std::io::Error::other("copy buffers"))?;
+    }
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            let mut size = 0u64;
+            for (mut buf, n) in full_rx {
+                let len = if direct {
+                    n.next_multiple_of(DIRECT_ALIGN)
+                } else {
+                    n
+                };
+                dst.write_all(&buf.get()[..len])?;
+                size += n as u64;
+                // The reader may have stopped already.
+                let _ = free_tx.send(buf);
+            }
+            if direct {
+                dst.set_len(size)?;
+            }
+            dst.sync_data()
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let read = (|| -> std::io::Result<()> {
+            // Ends when the writer stops (it drops the free buffers' sender).
+            for mut buf in free_rx.iter() {
+                let n = read_full(src, buf.get())?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf.get()[..n]);
+                size += n as u64;
+                // Only the last block may be partial: the file ended.
+                if full_tx.send((buf, n)).is_err() || n < FILE_BUF {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let written = writer
+            .join()
+            .map_err(|_| std::io::Error::other("the writing thread panicked"))?;
+        read?;
+        written?;
+        Ok((hex::encode(hasher.finalize()), size))
+    })
 }
 
 fn is_sha(s: &str) -> bool {
@@ -327,6 +513,7 @@ impl Embedded {
                 actor: "wharf".into(),
                 before_commit: Mutex::new(None),
                 pending: Mutex::new(Vec::new()),
+                publishing: Mutex::new(HashMap::new()),
                 _owner_lock: owner_lock,
             }),
         };
@@ -416,14 +603,34 @@ impl Embedded {
         .map_err(EcmError::storage)?
     }
 
-    async fn write_blob(&self, content: &dyn ContentSource) -> Result<NewBlob> {
+    /// Write the content as a blob, checked against `expected` when given.
+    async fn write_blob(
+        &self,
+        content: &dyn ContentSource,
+        expected: Option<&str>,
+    ) -> Result<NewBlob> {
+        let expected = expected.map(str::to_string);
+        if let Some(data) = content.in_memory() {
+            let (me, data) = (self.clone(), data.clone());
+            return tokio::task::spawn_blocking(move || me.put_bytes(&data, expected.as_deref()))
+                .await
+                .map_err(EcmError::storage)?;
+        }
+        if let (Some(path), Some(expected)) = (content.local_file(), &expected) {
+            let (me, path, expected) = (self.clone(), path.to_path_buf(), expected.clone());
+            let link = content.local_file_immutable();
+            return tokio::task::spawn_blocking(move || me.put_file(&path, link, &expected))
+                .await
+                .map_err(EcmError::storage)?;
+        }
         let mut reader = content.open().await?;
-        self.write_blob_from(&mut reader).await
+        self.write_blob_from(&mut reader, expected).await
     }
 
     async fn write_blob_from<R: tokio::io::AsyncRead + Unpin + Send + ?Sized>(
         &self,
         reader: &mut R,
+        expected: Option<String>,
     ) -> Result<NewBlob> {
         // Read the beginning: small contents (the common case) are hashed,
         // written, synced and renamed in one blocking step.
@@ -438,46 +645,14 @@ impl Embedded {
             }
             head.extend_from_slice(&buf[..n]);
         }
-        let tmp_dir = self.inner.tmp.try_clone()?;
-        let blobs = self.inner.blobs.try_clone()?;
-        let tmp_name = format!(
-            "{:016x}-{:08x}.part",
-            rand::random::<u64>(),
-            std::process::id()
-        );
-        let blob_root = self.inner.state.join("blobs");
         if eof {
-            return tokio::task::spawn_blocking(move || -> Result<NewBlob> {
-                use std::io::Write;
-                let sha = hex::encode(Sha256::digest(&head));
-                let blob = NewBlob {
-                    sha256: sha,
-                    size: head.len() as u64,
-                };
-                let target = blob_path(&blob.sha256);
-                if blobs.exists(&target) {
-                    // Same content is already stored durably.
-                    return Ok(blob);
-                }
-                let dir_path = blob_root.join(&blob.sha256[..2]);
-                // The temporary file sits beside its final name: the rename
-                // stays within one directory, spreading directory locks over
-                // the 256 fan-out folders.
-                let tmp = Path::new(&blob.sha256[..2]).join(format!("{}.{tmp_name}", blob.sha256));
-                let mut f = blobs.create(&tmp)?;
-                let written = f.write_all(&head).and_then(|_| f.sync_data());
-                drop(f);
-                if let Err(e) = written {
-                    let _ = blobs.remove_file(&tmp);
-                    return Err(e.into());
-                }
-                blobs.rename(&tmp, &blobs, &target)?;
-                sync_dir(&dir_path)?;
-                Ok(blob)
-            })
-            .await
-            .map_err(EcmError::storage)?;
+            let me = self.clone();
+            return tokio::task::spawn_blocking(move || me.put_bytes(&head, expected.as_deref()))
+                .await
+                .map_err(EcmError::storage)?;
         }
+        let tmp_dir = self.inner.tmp.try_clone()?;
+        let tmp_name = temp_name();
         let dir = tmp_dir.try_clone()?;
         let name = tmp_name.clone();
         let file = tokio::task::spawn_blocking(move || dir.create(&name))
@@ -505,27 +680,229 @@ impl Embedded {
         }
         .await;
         drop(file);
+        let sha = hex::encode(hasher.finalize());
+        let result = result.and_then(|()| check_expected(&sha, expected.as_deref()));
         if let Err(e) = result {
             let _ = tmp_dir.remove_file(&tmp_name);
             return Err(e);
         }
-        let sha = hex::encode(hasher.finalize());
+        let me = self.clone();
         let sha2 = sha.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let target = blob_path(&sha2);
-            if blobs.exists(&target) {
+            if me.blob_is_durable(&sha2)? {
                 // Same content is already stored: keep the existing blob.
                 tmp_dir.remove_file(&tmp_name)?;
+                Ok(())
             } else {
-                blobs.create_dir_all(&sha2[..2])?;
-                tmp_dir.rename(&tmp_name, &blobs, &target)?;
-                sync_dir(&blob_root.join(&sha2[..2]))?;
+                me.publish(&tmp_dir, Path::new(&tmp_name), &sha2)
             }
-            Ok(())
         })
         .await
         .map_err(EcmError::storage)??;
         Ok(NewBlob { sha256: sha, size })
+    }
+
+    /// The folder of the blob `sha`, as an ambient path (for [`sync_dir`]).
+    fn fan_dir(&self, sha: &str) -> PathBuf {
+        self.inner.state.join("blobs").join(&sha[..2])
+    }
+
+    /// Whether the blob `sha` exists durably. One another store has just
+    /// renamed into place may still wait for its folder sync; then this
+    /// syncs the folder itself, so metadata committed after it can rely on
+    /// the blob surviving a crash.
+    fn blob_is_durable(&self, sha: &str) -> Result<bool> {
+        if !self.inner.blobs.exists(blob_path(sha)) {
+            return Ok(false);
+        }
+        let publishing = self.inner.publishing.lock().unwrap().contains_key(sha);
+        if publishing {
+            sync_dir(&self.fan_dir(sha))?;
+        }
+        Ok(true)
+    }
+
+    /// Give a written and fsynced temporary file (`tmp` in `from`) its blob
+    /// name and sync the blob's folder. While it is in between, the blob is
+    /// marked as publishing (see [`Self::blob_is_durable`]).
+    fn publish(&self, from: &Dir, tmp: &Path, sha: &str) -> Result<()> {
+        *self
+            .inner
+            .publishing
+            .lock()
+            .unwrap()
+            .entry(sha.to_string())
+            .or_default() += 1;
+        let unmark = || {
+            let mut p = self.inner.publishing.lock().unwrap();
+            if let Some(n) = p.get_mut(sha) {
+                *n -= 1;
+                if *n == 0 {
+                    p.remove(sha);
+                }
+            }
+        };
+        if let Err(e) = from.rename(tmp, &self.inner.blobs, blob_path(sha)) {
+            let _ = from.remove_file(tmp);
+            unmark();
+            return Err(e.into());
+        }
+        // After a failed folder sync the blob stays marked, so a store that
+        // finds it syncs the folder again rather than trusting it.
+        sync_dir(&self.fan_dir(sha))?;
+        unmark();
+        Ok(())
+    }
+
+    /// A temporary name beside the blob `sha` in its folder: the rename
+    /// then stays within one directory, spreading directory locks over the
+    /// 256 fan-out folders ([`Embedded::open`] removes leftovers).
+    fn temp_beside(sha: &str) -> PathBuf {
+        Path::new(&sha[..2]).join(format!("{sha}.{}", temp_name()))
+    }
+
+    /// Store in-memory content as a blob (blocking): hash it, and write it
+    /// unless the same content is already stored.
+    fn put_bytes(&self, data: &[u8], expected: Option<&str>) -> Result<NewBlob> {
+        use std::io::Write as _;
+        let sha = hex::encode(Sha256::digest(data));
+        check_expected(&sha, expected)?;
+        if !self.blob_is_durable(&sha)? {
+            let tmp = Self::temp_beside(&sha);
+            self.write_temp(&tmp, |f| Ok(f.write_all(data)?))?;
+            self.publish(&self.inner.blobs, &tmp, &sha)?;
+        }
+        Ok(NewBlob {
+            sha256: sha,
+            size: data.len() as u64,
+        })
+    }
+
+    /// Create the temporary blob `tmp`, fill it with `fill` and fsync it;
+    /// removed again on any failure.
+    fn write_temp(
+        &self,
+        tmp: &Path,
+        fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+    ) -> Result<()> {
+        let mut f = self.inner.blobs.create(tmp)?.into_std();
+        let written = fill(&mut f).and_then(|()| Ok(f.sync_data()?));
+        drop(f);
+        if written.is_err() {
+            let _ = self.inner.blobs.remove_file(tmp);
+        }
+        written
+    }
+
+    /// Store the local file `path` as the blob `expected` (blocking); `link`
+    /// when the file is never modified in place again.
+    fn put_file(&self, path: &Path, link: bool, expected: &str) -> Result<NewBlob> {
+        let blob = |size| NewBlob {
+            sha256: expected.to_string(),
+            size,
+        };
+        let mut src = std::fs::File::open(path)?;
+        let meta = src.metadata()?;
+        if self.blob_is_durable(expected)? {
+            // The same content is stored already: verify, write nothing.
+            return Ok(blob(hash_check(&mut src, meta.len(), None, expected)?));
+        }
+        let tmp = Self::temp_beside(expected);
+        // Not a link to a symbolic link (`path` names the file itself).
+        let linkable = || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+        if link && meta.is_file() && linkable() {
+            match std::fs::hard_link(path, self.inner.state.join("blobs").join(&tmp)) {
+                Ok(()) => {
+                    let size = self.verify_linked(&tmp, meta.len(), expected);
+                    if size.is_err() {
+                        let _ = self.inner.blobs.remove_file(&tmp);
+                    }
+                    let size = size?;
+                    self.publish(&self.inner.blobs, &tmp, expected)?;
+                    return Ok(blob(size));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot hard-link the content; copying it");
+                }
+            }
+        }
+        let size = self.copy_file(&mut src, meta.len(), &tmp, expected)?;
+        self.publish(&self.inner.blobs, &tmp, expected)?;
+        Ok(blob(size))
+    }
+
+    /// Check that the hard-linked temporary blob `tmp` holds `expected`, and
+    /// fsync it (its data may not be on disk yet); a large one is synced by
+    /// a second thread while it is being hashed. Returns the size.
+    fn verify_linked(&self, tmp: &Path, len: u64, expected: &str) -> Result<u64> {
+        let mut f = self.inner.blobs.open(tmp)?.into_std();
+        if len < LARGE_FILE {
+            let size = hash_check(&mut f, len, None, expected)?;
+            f.sync_data()?;
+            return Ok(size);
+        }
+        let syncing = f.try_clone()?;
+        std::thread::scope(|scope| {
+            let synced = scope.spawn(move || syncing.sync_data());
+            let size = hash_check(&mut f, len, None, expected);
+            let synced = synced
+                .join()
+                .map_err(|_| EcmError::storage("the syncing thread panicked"))?;
+            let size = size?;
+            synced?;
+            Ok(size)
+        })
+    }
+
+    /// Copy the local file `src` (of about `len` bytes) to the new temporary
+    /// blob `tmp`, verifying it holds `expected`, and fsync it; removed again
+    /// on any failure. Returns the size.
+    fn copy_file(
+        &self,
+        src: &mut std::fs::File,
+        len: u64,
+        tmp: &Path,
+        expected: &str,
+    ) -> Result<u64> {
+        if len < LARGE_FILE {
+            let mut size = 0;
+            self.write_temp(tmp, |dst| {
+                size = hash_check(src, len, Some(dst), expected)?;
+                Ok(())
+            })?;
+            return Ok(size);
+        }
+        let copy = |src: &mut std::fs::File, direct: bool| -> std::io::Result<(String, u64)> {
+            let mut options = cap_std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(target_os = "linux")]
+            if direct {
+                use cap_std::fs::OpenOptionsExt;
+                options.custom_flags(libc::O_DIRECT);
+            }
+            let dst = self.inner.blobs.open_with(tmp, &options)?.into_std();
+            let copied = copy_pipelined(src, dst, direct);
+            if copied.is_err() {
+                let _ = self.inner.blobs.remove_file(tmp);
+            }
+            copied
+        };
+        let mut copied = copy(src, cfg!(target_os = "linux"));
+        if let Err(e) = &copied
+            && e.kind() == std::io::ErrorKind::InvalidInput
+        {
+            // This file system does not take direct I/O.
+            tracing::debug!(error = %e, "direct I/O refused; copying through the page cache");
+            use std::io::Seek;
+            src.rewind()?;
+            copied = copy(src, false);
+        }
+        let (sha, size) = copied?;
+        if let Err(e) = check_expected(&sha, Some(expected)) {
+            let _ = self.inner.blobs.remove_file(tmp);
+            return Err(e);
+        }
+        Ok(size)
     }
 
     fn run_hook(&self) {
@@ -547,7 +924,7 @@ impl Embedded {
         reader: &mut R,
     ) -> Result<Stored> {
         check_name(name)?;
-        let blob = self.write_blob_from(reader).await?;
+        let blob = self.write_blob_from(reader, None).await?;
         self.run_hook();
         let doc = NewDocument {
             parent,
@@ -574,7 +951,7 @@ impl Embedded {
         if n.kind != NodeKind::Document {
             return Err(EcmError::invalid(format!("node {node} is not a document")));
         }
-        let blob = self.write_blob_from(reader).await?;
+        let blob = self.write_blob_from(reader, None).await?;
         self.run_hook();
         let doc = NewDocument {
             parent: n.parent.unwrap_or(NodeId::ENTERPRISE),
@@ -1289,15 +1666,9 @@ impl Repository for Embedded {
         if !is_sha(&doc.sha256) {
             return Err(EcmError::invalid("sha256 must be 64 lower-case hex digits"));
         }
-        let blob = self.write_blob(content).await?;
-        if blob.sha256 != doc.sha256 {
-            // The blob is unreferenced; the next reconcile removes it unless
-            // other metadata references the same content.
-            return Err(EcmError::invalid(format!(
-                "content checksum {} does not match the declared {}",
-                blob.sha256, doc.sha256
-            )));
-        }
+        // Content that does not match the declared checksum is refused
+        // before it gets a blob name.
+        let blob = self.write_blob(content, Some(&doc.sha256)).await?;
         self.run_hook();
         let doc = doc.clone();
         self.commit_store(doc, blob, false).await

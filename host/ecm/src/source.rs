@@ -1,6 +1,6 @@
 //! Streams in and out of a repository.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -17,18 +17,52 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
 /// Content that can be read (again) from the start: a client retrying an
 /// upload opens it once per attempt, so nothing is buffered whole.
+///
+/// Besides [`open`](Self::open), a source may say where its bytes already
+/// are, so a store that can use them directly skips the stream: the
+/// embedded repository hashes and writes in-memory content in one blocking
+/// step and copies (or links) a local file with large blocking reads. These
+/// hooks are optional; their defaults say "only the stream", which every
+/// store handles. When a hook answers, its bytes must be exactly those
+/// [`open`](Self::open) yields.
 pub trait ContentSource: Send + Sync {
     /// Open a fresh stream over the whole content.
     fn open(&self) -> Pin<Box<dyn Future<Output = Result<Upload>> + Send + '_>>;
     /// The content's length when known.
     fn len_hint(&self) -> Option<u64>;
+    /// The whole content, when it is already held in memory.
+    fn in_memory(&self) -> Option<&Bytes> {
+        None
+    }
+    /// The local file that holds the whole content, when there is one. A
+    /// store reads it with blocking I/O (it must be a regular file, not a
+    /// pipe or device) while the store call runs.
+    fn local_file(&self) -> Option<&Path> {
+        None
+    }
+    /// Whether the file named by [`local_file`](Self::local_file) stays
+    /// unmodified in place from now on: it may be read, removed or replaced
+    /// by a rename, but never opened for writing (truncated, appended to,
+    /// rewritten) again. Only then may a store share its data instead of
+    /// copying it: the embedded repository hard-links such a file into its
+    /// blob store when both are on one file system, so a later in-place write
+    /// through the source path would change the stored content. `false`
+    /// unless the source promises it.
+    fn local_file_immutable(&self) -> bool {
+        false
+    }
 }
 
 /// Content in a local file.
+///
+/// The embedded repository copies it into its blob store with large
+/// blocking reads (hashing as it reads); with [`immutable`](Self::immutable)
+/// it may hard-link it instead.
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
     len: Option<u64>,
+    immutable: bool,
 }
 
 impl FileSource {
@@ -36,7 +70,26 @@ impl FileSource {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let len = std::fs::metadata(&path).ok().map(|m| m.len());
-        FileSource { path, len }
+        FileSource {
+            path,
+            len,
+            immutable: false,
+        }
+    }
+
+    /// Promise that the file is never modified in place from now on: it may
+    /// be read, removed (also right after the store) or replaced by a rename,
+    /// but not opened for writing again. A store may then share the file's
+    /// data rather than copy it (see [`ContentSource::local_file_immutable`]);
+    /// breaking the promise would alter stored content.
+    pub fn immutable(mut self) -> Self {
+        self.immutable = true;
+        self
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -49,6 +102,12 @@ impl ContentSource for FileSource {
     }
     fn len_hint(&self) -> Option<u64> {
         self.len
+    }
+    fn local_file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    fn local_file_immutable(&self) -> bool {
+        self.immutable
     }
 }
 
@@ -63,6 +122,9 @@ impl ContentSource for BytesSource {
     }
     fn len_hint(&self) -> Option<u64> {
         Some(self.0.len() as u64)
+    }
+    fn in_memory(&self) -> Option<&Bytes> {
+        Some(&self.0)
     }
 }
 

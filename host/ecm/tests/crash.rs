@@ -20,6 +20,8 @@ const CHILD_ENV: &str = "WHARF_ECM_CRASH_CHILD";
 const MODE_ENV: &str = "WHARF_ECM_CRASH_MODE";
 const KEPT: &[u8] = b"committed before the crash";
 const LOST: &[u8] = b"written as a blob, never committed";
+/// The caller's spooled copy of `LOST` (mode `commit-linked`).
+const SPOOLED: &str = "spooled-lost.bin";
 
 /// Kills the child (SIGKILL) when dropped, even if the test fails.
 struct KillOnDrop(Child);
@@ -93,12 +95,16 @@ fn crash_child() {
                     std::thread::sleep(Duration::from_secs(60));
                 }
             });
-            let _ = store(
-                &repo,
-                &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
-                LOST,
-            )
-            .await;
+            let d = doc(f, "lost.txt", LOST, CollisionPolicy::Reject);
+            let _ = if mode == "commit-linked" {
+                // Spooled content handed over as a file the store may link.
+                let path = std::path::Path::new(&state).join(SPOOLED);
+                std::fs::write(&path, LOST).unwrap();
+                repo.store_document(&d, &FileSource::new(path).immutable())
+                    .await
+            } else {
+                store(&repo, &d, LOST).await
+            };
         }
         unreachable!("the parent kills this process");
     });
@@ -181,6 +187,47 @@ async fn crash_between_blob_write_and_commit() {
     .await
     .unwrap();
     assert_eq!(s.outcome, StoreOutcome::Created);
+    drop(repo);
+    let (repo, report) = Embedded::open(dir.path()).await.unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(fetch(&repo, s.node, None).await, LOST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_linking_a_spooled_file() {
+    let dir = tempfile::tempdir().unwrap();
+    run_child_until(dir.path(), "commit-linked", "BLOB-WRITTEN");
+    let spooled = dir.path().join(SPOOLED);
+    let h = sha(LOST);
+    let blob = dir.path().join("blobs").join(&h[..2]).join(&h);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(&blob).unwrap(),
+            std::fs::metadata(&spooled).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "the blob is a link to the spooled file");
+    }
+    let (repo, report) = Embedded::open(dir.path()).await.unwrap();
+    assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
+    assert!(report.missing_blobs.is_empty(), "{report:?}");
+    assert!(!blob.exists(), "the dangling blob is gone");
+    assert_eq!(
+        std::fs::read(&spooled).unwrap(),
+        LOST,
+        "the caller's file is untouched"
+    );
+    let f = repo.resolve_path("/Crash").await.unwrap();
+    assert!(repo.child_by_name(f, "lost.txt").await.unwrap().is_none());
+    // Filing it again works; then the caller removes its copy.
+    let s = repo
+        .store_document(
+            &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
+            &FileSource::new(&spooled).immutable(),
+        )
+        .await
+        .unwrap();
+    std::fs::remove_file(&spooled).unwrap();
     drop(repo);
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report, Default::default());
