@@ -841,7 +841,7 @@ fn print_rows(rows: &[Row], reps: usize, quick: bool) {
     println!(
         "\n({} of {reps} round(s){}; wall time from spawn to exit of a separate process for both tools, its CPU time (user + system; the servers' not included) and peak RSS from wait4; \
          wharf: Runtime::open + one Runtime::once cycle, globex-print plugin, embedded repository (documents stored beforehand), \
-         fsynced ledger and receipts, each document spooled, hashed, named by the plugin and uploaded to a temporary name then renamed, one document at a time; \
+         ledger (group-committed) and fsynced receipts, each document spooled, hashed, named by the plugin and uploaded to a temporary name then renamed, as many documents at once as the partner's concurrency; \
          rclone copy from a local folder --transfers {PARALLEL} (rclone) or 1 (rclone-1) --checkers {PARALLEL}, straight to the final names, no fsync)",
         if reps > 1 { "median" } else { "result" },
         if quick { ", quick mode" } else { "" },

@@ -14,9 +14,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wharf::admin::AdminToken;
-use wharf::flow::connect::AnyRepository;
 use wharf::runtime::Runtime;
-use wharf_ecm::{AttributeValue, Repository};
+mod common;
+use common::{decided_by, wait_for};
 use wharf_tests::plugins::{component, workspace_root};
 
 const TOKEN: &str = "deploy-test-token-5f1c";
@@ -168,39 +168,6 @@ impl Service {
         assert_eq!(status, 200, "{body}");
         body
     }
-}
-
-async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !ok().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The digest recorded on the document filed for `name`, once filed.
-async fn decided_by(runtime: &Runtime, name: &str) -> Option<String> {
-    let AnyRepository::Embedded(repo) = runtime.repository().as_ref() else {
-        panic!("embedded repository expected")
-    };
-    let node = repo
-        .resolve_path(&format!("/Partners/demo/Inbox/{name}"))
-        .await
-        .ok()?;
-    let categories = repo.categories(node).await.unwrap();
-    categories
-        .iter()
-        .find(|c| c.name == "wharf Transfer")?
-        .attributes
-        .iter()
-        .find(|a| a.name == "Plugin Digest")
-        .and_then(|a| match &a.value {
-            AttributeValue::Text(t) => Some(t.clone()),
-            _ => None,
-        })
 }
 
 /// Drop `name` into the partner's inbox and return the digest of the build

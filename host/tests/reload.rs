@@ -4,12 +4,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wharf::flow::connect::AnyRepository;
 use wharf::runtime::Runtime;
-use wharf_ecm::{AttributeValue, Repository};
+mod common;
+use common::{decided_by, wait_for};
 use wharf_tests::plugins::component;
 
 /// Replace `to` atomically with `bytes`, as a deployment would.
@@ -17,39 +16,6 @@ fn deploy(dir: &Path, name: &str, bytes: &[u8]) {
     let temp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&temp, bytes).unwrap();
     std::fs::rename(&temp, dir.join(name)).unwrap();
-}
-
-async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !ok().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The digest recorded on the document filed for `name`, once filed.
-async fn decided_by(runtime: &Runtime, name: &str) -> Option<String> {
-    let AnyRepository::Embedded(repo) = runtime.repository().as_ref() else {
-        panic!("embedded repository expected")
-    };
-    let node = repo
-        .resolve_path(&format!("/Partners/demo/Inbox/{name}"))
-        .await
-        .ok()?;
-    let categories = repo.categories(node).await.unwrap();
-    categories
-        .iter()
-        .find(|c| c.name == "wharf Transfer")?
-        .attributes
-        .iter()
-        .find(|a| a.name == "Plugin Digest")
-        .and_then(|a| match &a.value {
-            AttributeValue::Text(t) => Some(t.clone()),
-            _ => None,
-        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
