@@ -158,18 +158,9 @@ async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64
     // Ranges in parallel into a temporary name, then renamed into place, as
     // rclone's multi-thread download does (4 streams by default).
     let temp = dst.join(".big.bin.part");
-    let segments = wharf_endpoint::segmented::segments_for(size, TRANSFERS);
-    wharf_endpoint::segmented::download_ranges_with_progress(
-        ep.as_ref(),
-        &remote,
-        size,
-        &temp,
-        segments,
-        None,
-        sync,
-    )
-    .await
-    .unwrap();
+    wharf_endpoint::download_segmented(ep.as_ref(), &remote, size, &temp, TRANSFERS)
+        .await
+        .unwrap();
     if sync {
         tokio::fs::File::open(&temp)
             .await

@@ -50,14 +50,11 @@ pub async fn download_ranges(
     dest: &Path,
     segments: usize,
 ) -> Result<u64> {
-    download_ranges_with_progress(ep, path, size, dest, segments, None, false).await
+    download_ranges_with_progress(ep, path, size, dest, segments, None).await
 }
 
 /// [`download_ranges`], reporting the bytes written so far (all ranges
-/// together) to `progress` after every chunk. With `durable`, writeback of
-/// each chunk to disk starts as soon as it is written, so the `fsync` that
-/// makes the download durable finds little left to do instead of the whole
-/// file.
+/// together) to `progress` after every chunk.
 pub async fn download_ranges_with_progress(
     ep: &dyn Endpoint,
     path: &RemotePath,
@@ -65,7 +62,6 @@ pub async fn download_ranges_with_progress(
     dest: &Path,
     segments: usize,
     progress: Option<&dyn Progress>,
-    durable: bool,
 ) -> Result<u64> {
     let total = std::sync::atomic::AtomicU64::new(0);
     let total = &total;
@@ -108,11 +104,7 @@ pub async fn download_ranges_with_progress(
                 let (f, offset) = (file.clone(), start + got);
                 buf = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    f.write_all_at(&buf[..filled], offset)?;
-                    if durable {
-                        start_writeback(&f, offset, filled);
-                    }
-                    Ok::<_, std::io::Error>(buf)
+                    f.write_all_at(&buf[..filled], offset).map(|()| buf)
                 })
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e)))??;
@@ -143,28 +135,6 @@ pub async fn download_ranges_with_progress(
     });
     let written: u64 = try_join_all(parts).await?.into_iter().sum();
     Ok(written)
-}
-
-/// Ask the kernel to start writing `len` bytes at `offset` of `file` to
-/// disk without waiting for it (Linux `sync_file_range`); elsewhere, and on
-/// failure, nothing happens and the final `fsync` does all the work.
-fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is open for as long as `file` lives; the
-        // call only schedules writeback of that range.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
 }
 
 #[cfg(test)]

@@ -1116,7 +1116,6 @@ impl<R: Repository + 'static> Inbound<R> {
             dest,
             segments,
             Some(&advanced),
-            false,
         )
         .await
         .map_err(|e| e.to_string())?;
