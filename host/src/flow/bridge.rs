@@ -18,6 +18,7 @@ use wharf_ecm::{self as ecm, Node, NodeId, Repository};
 use wharf_endpoint::{self as endpoint, Endpoint, RemotePath};
 
 use super::filing::PROVENANCE_CATEGORY;
+use super::tree::MAX_PARENT_STEPS;
 use crate::plugin::decision::{self, Category, DocumentInfo};
 use crate::plugin::{CapError, EntryKind, ListEntry, PartnerFiles, RepositoryLookup, Search};
 
@@ -25,9 +26,6 @@ use crate::plugin::{CapError, EntryKind, ListEntry, PartnerFiles, RepositoryLook
 const CHECKSUM_ATTRIBUTE: &str = "SHA-256";
 /// Most search results a plugin receives from one search.
 pub const MAX_SEARCH_RESULTS: u32 = 100;
-/// Most parent steps taken when locating a node relative to the partner root
-/// (a guard against a malformed repository with a parent cycle).
-const MAX_PARENT_STEPS: usize = 1024;
 
 /// The capability error for an endpoint error.
 ///
@@ -234,24 +232,6 @@ impl<R: Repository + 'static> RepositoryScope<R> {
         self.root
     }
 
-    /// The container below the root at `path`, found by walking children by
-    /// name (nothing is created); `None` when a segment is missing or is not
-    /// a container.
-    async fn resolve(&self, path: &[String]) -> Result<Option<NodeId>, CapError> {
-        let mut cur = self.root;
-        for seg in path {
-            let children = self.repo.children(cur).await.map_err(ecm_error)?;
-            match children
-                .into_iter()
-                .find(|c| &c.name == seg && c.kind.is_container())
-            {
-                Some(child) => cur = child.id,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(cur))
-    }
-
     /// The path of container `folder` relative to the root (`""` for the
     /// root itself), or `None` when it is not inside the root. `known` holds
     /// the folders already located and gains the ones located here.
@@ -289,22 +269,6 @@ impl<R: Repository + 'static> RepositoryScope<R> {
         Ok(Some(path))
     }
 
-    /// Whether `node` is the root or lies below it.
-    async fn inside(&self, node: NodeId) -> Result<bool, CapError> {
-        let mut cur = node;
-        for _ in 0..MAX_PARENT_STEPS {
-            if cur == self.root {
-                return Ok(true);
-            }
-            match self.repo.node(cur).await.map_err(ecm_error)?.parent {
-                Some(parent) => cur = parent,
-                None => return Ok(false),
-            }
-        }
-        Ok(false)
-    }
-
-    /// A search result as a plugin sees it.
     async fn document(&self, node: Node, folder: String) -> Result<DocumentInfo, CapError> {
         let categories = self.repo.categories(node.id).await.map_err(ecm_error)?;
         let mut version = node.versions.unwrap_or(0);
@@ -363,7 +327,9 @@ impl<R: Repository + 'static> RepositoryLookup for RepositoryScope<R> {
             None => decision::relative_path("").map_err(CapError::Invalid)?,
         };
         self.handle.block_on(async {
-            let Some(location) = self.resolve(folder.segments()).await? else {
+            let Some(location) = super::tree::find_folder(self.repo.as_ref(), self.root, folder.segments())
+                .await
+                .map_err(ecm_error)? else {
                 return Ok(Vec::new());
             };
             let mut known = HashMap::from([
@@ -405,7 +371,10 @@ impl<R: Repository + 'static> RepositoryLookup for RepositoryScope<R> {
             .map(NodeId)
             .map_err(|_| CapError::NotFound(format!("node {node}")))?;
         self.handle.block_on(async {
-            if !self.inside(id).await? {
+            if !super::tree::is_within(self.repo.as_ref(), id, self.root)
+                .await
+                .map_err(ecm_error)?
+            {
                 return Err(CapError::Denied(format!(
                     "node {node} is outside the partner's repository folder"
                 )));

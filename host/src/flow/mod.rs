@@ -2,7 +2,7 @@
 //! repository. [`filing`] turns a plugin's decision into repository
 //! requests; [`inbound`] is the pipeline from a partner's inbox into the
 //! repository and [`outbound`] releases approved documents to partners;
-//! [`connect`] builds endpoints and repositories from the
+//! [`tree`] walks the repository without changing it; [`connect`] builds endpoints and repositories from the
 //! configuration.
 
 pub mod bridge;
@@ -11,3 +11,4 @@ pub mod delivery;
 pub mod filing;
 pub mod inbound;
 pub mod outbound;
+pub mod tree;

@@ -27,6 +27,7 @@ use wharf_ecm::{self as ecm, NodeId, Repository};
 use wharf_endpoint::RemotePath;
 
 use super::inbound::{DELIVERIES_FOLDER, Inbound, REVIEW_WORKFLOW, now_secs};
+use super::tree::{MAX_PARENT_STEPS, find_folder, is_within};
 use crate::config::OutboundConfig;
 use crate::ledger::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
 use crate::plugin::decision::relative_path;
@@ -131,18 +132,13 @@ impl<R: Repository + 'static> Outbound<R> {
     /// The scope folder, looked up (never created).
     async fn scope(&self) -> Result<Option<NodeId>, String> {
         let segments = relative_path(&self.rule.scope).map_err(fail)?;
-        let mut node = self.inbound.repository_root();
-        for name in segments.segments() {
-            let children = self.repo().children(node).await.map_err(fail)?;
-            match children
-                .into_iter()
-                .find(|c| &c.name == name && c.kind.is_container())
-            {
-                Some(c) => node = c.id,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(node))
+        find_folder(
+            self.repo(),
+            self.inbound.repository_root(),
+            segments.segments(),
+        )
+        .await
+        .map_err(fail)
     }
 
     /// The documents in scope that meet the approval condition now.
@@ -186,15 +182,8 @@ impl<R: Repository + 'static> Outbound<R> {
         let Some(scope) = self.scope().await? else {
             return Ok(false);
         };
-        let mut current = self.repo().node(node).await.map_err(fail)?;
-        for _ in 0..1024 {
-            match current.parent {
-                Some(p) if p == scope => return Ok(true),
-                Some(p) => current = self.repo().node(p).await.map_err(fail)?,
-                None => return Ok(false),
-            }
-        }
-        Ok(false)
+        // Below the scope folder, not the folder itself.
+        Ok(node != scope && is_within(self.repo(), node, scope).await.map_err(fail)?)
     }
 
     /// One pass: deliver every approved document not delivered yet, then
@@ -545,7 +534,7 @@ impl<R: Repository + 'static> Outbound<R> {
     async fn folder_of(&self, doc: &ecm::Node) -> String {
         let mut names = Vec::new();
         let mut parent = doc.parent;
-        for _ in 0..1024 {
+        for _ in 0..MAX_PARENT_STEPS {
             let Some(p) = parent else { break };
             if p == self.inbound.repository_root() {
                 break;
