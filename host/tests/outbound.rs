@@ -3,7 +3,7 @@
 //! never; refusals, acknowledgements, overdue acknowledgements and a
 //! returned correction land where they should.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wharf::flow::connect::AnyRepository;
@@ -87,8 +87,15 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approved_documents_leave_once_under_the_plugins_names() {
+/// A runtime with one outbound partner, `globex` (the print vendor plugin,
+/// a local folder as its server), releasing approved documents of
+/// `Partners/globex/Catalog`; `partner` and `outbound` add settings to its
+/// tables. Returns the temporary folder, the partner's folder, the runtime
+/// and the catalog folder.
+async fn globex(
+    partner: &str,
+    outbound: &str,
+) -> (tempfile::TempDir, PathBuf, Arc<Runtime>, NodeId) {
     let plugin = component("globex-print");
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("globex");
@@ -96,23 +103,33 @@ async fn approved_documents_leave_once_under_the_plugins_names() {
     let text = format!(
         "[runtime]\nstate_dir = \"state\"\nplugins_dir = {:?}\n\
          [[partner]]\nid = \"globex\"\nplugin = \"globex-print.wasm\"\nendpoint = \"file://{}\"\n\
-         inbox = \"returns\"\nsettings = {{ marker = \"yes\" }}\n\
-         complete = {{ stable_polls = 1, min_age_secs = 0 }}\n\
+         {partner}\
          [partner.outbound]\nscope = \"Partners/globex/Catalog\"\ncategory = \"Print\"\n\
-         attribute = \"Status\"\nvalue = \"Approved\"\nack_folder = \"acks\"\nack_timeout_secs = 1\n",
+         attribute = \"Status\"\nvalue = \"Approved\"\n{outbound}",
         plugin.parent().unwrap().display().to_string(),
         remote.display()
     );
     let config = wharf::config::parse(&text, dir.path()).unwrap();
     let runtime = Arc::new(Runtime::open(config).await.unwrap());
-    let repo = embedded(&runtime);
-    let catalog = repo
+    let catalog = embedded(&runtime)
         .ensure_folder(
             NodeId::ENTERPRISE,
             &["Partners".into(), "globex".into(), "Catalog".into()],
         )
         .await
         .unwrap();
+    (dir, remote, runtime, catalog)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_documents_leave_once_under_the_plugins_names() {
+    let (_dir, remote, runtime, catalog) = globex(
+        "inbox = \"returns\"\nsettings = { marker = \"yes\" }\n\
+         complete = { stable_polls = 1, min_age_secs = 0 }\n",
+        "ack_folder = \"acks\"\nack_timeout_secs = 1\n",
+    )
+    .await;
+    let repo = embedded(&runtime);
     let spring = pdf("spring catalog");
     let a = store(
         repo,
@@ -368,28 +385,8 @@ async fn approved_documents_leave_once_under_the_plugins_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     use wharf::ledger::{DeliveryClaim, DeliveryKey, DeliveryState};
-    let plugin = component("globex-print");
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("globex");
-    std::fs::create_dir_all(&remote).unwrap();
-    let text = format!(
-        "[runtime]\nstate_dir = \"state\"\nplugins_dir = {:?}\n\
-         [[partner]]\nid = \"globex\"\nplugin = \"globex-print.wasm\"\nendpoint = \"file://{}\"\n\
-         [partner.outbound]\nscope = \"Partners/globex/Catalog\"\ncategory = \"Print\"\n\
-         attribute = \"Status\"\nvalue = \"Approved\"\n",
-        plugin.parent().unwrap().display().to_string(),
-        remote.display()
-    );
-    let config = wharf::config::parse(&text, dir.path()).unwrap();
-    let runtime = Arc::new(Runtime::open(config).await.unwrap());
+    let (_dir, remote, runtime, catalog) = globex("", "").await;
     let repo = embedded(&runtime);
-    let catalog = repo
-        .ensure_folder(
-            NodeId::ENTERPRISE,
-            &["Partners".into(), "globex".into(), "Catalog".into()],
-        )
-        .await
-        .unwrap();
     let v1 = pdf("first");
     let a = store(
         repo,
