@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (node, number)
 );
 CREATE INDEX IF NOT EXISTS versions_sha ON versions(sha256);
+CREATE TABLE IF NOT EXISTS inline_blobs (
+    sha256 TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attrs (
     node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
     category TEXT NOT NULL,
@@ -148,6 +153,12 @@ type Hook = Arc<dyn Fn() + Send + Sync>;
 /// Contents up to this size are buffered and written in one blocking step.
 const SMALL_BLOB: usize = 1 << 20;
 
+/// Contents up to this size are kept in the database, in the transaction
+/// that commits their version: no file to create and no fsync of their own
+/// (the commit's log sync covers them). Most business documents (invoices,
+/// orders, acknowledgements, receipts) are this small.
+pub const INLINE_BLOB: usize = 64 * 1024;
+
 /// Buffer size of the blocking reads and writes of local files.
 const FILE_BUF: usize = 1 << 20;
 
@@ -162,12 +173,80 @@ const COPY_BUFFERS: usize = 4;
 /// Alignment of direct I/O buffers, offsets and lengths.
 const DIRECT_ALIGN: usize = 4096;
 
-/// A store waiting for the next group commit.
-struct StoreJob {
-    doc: NewDocument,
-    blob: NewBlob,
-    strict: bool,
-    reply: tokio::sync::oneshot::Sender<Result<Stored>>,
+/// A write waiting for the next group commit.
+enum Job {
+    /// A document store.
+    Store {
+        doc: NewDocument,
+        blob: NewBlob,
+        strict: bool,
+        reply: tokio::sync::oneshot::Sender<Result<Stored>>,
+    },
+    /// An audit event.
+    Event {
+        event: AuditEvent,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+}
+
+/// How a job run in a group commit is answered once the commit is done
+/// (given the commit's error, if it failed).
+type Answer = Box<dyn FnOnce(Option<&EcmError>) + Send>;
+
+impl Job {
+    /// Carry the job out within the open transaction `tx`, inside a
+    /// savepoint so that its failure leaves the others' work in place;
+    /// returns how to answer it once the transaction's fate is known.
+    fn run(self, tx: &Connection, actor: &str) -> Answer {
+        /// The outcome `r` unless the transaction failed with `failed`.
+        fn answer<T: Send + 'static>(
+            reply: tokio::sync::oneshot::Sender<Result<T>>,
+            r: Result<T>,
+        ) -> Answer {
+            Box::new(move |failed| {
+                let _ = reply.send(match failed {
+                    Some(e) => Err(e.clone()),
+                    None => r,
+                });
+            })
+        }
+        match self {
+            Job::Store {
+                doc,
+                blob,
+                strict,
+                reply,
+            } => answer(
+                reply,
+                in_savepoint(tx, || store_tx(tx, actor, &doc, &blob, strict)),
+            ),
+            Job::Event { event: e, reply } => answer(
+                reply,
+                in_savepoint(tx, || {
+                    audit_in(
+                        tx,
+                        &e.action,
+                        &e.actor,
+                        e.node,
+                        e.sha256.as_deref(),
+                        &e.detail,
+                    )
+                }),
+            ),
+        }
+    }
+
+    /// Answer the job with `e` without running it.
+    fn refuse(self, e: &EcmError) {
+        match self {
+            Job::Store { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            Job::Event { reply, .. } => {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -177,7 +256,7 @@ struct Inner {
     tmp: Dir,
     actor: String,
     before_commit: Mutex<Option<Hook>>,
-    pending: Mutex<Vec<StoreJob>>,
+    pending: Mutex<Vec<Job>>,
     /// Blobs renamed into place whose folder is not yet known to be synced,
     /// with how many stores are publishing each.
     publishing: Mutex<HashMap<String, usize>>,
@@ -424,6 +503,22 @@ fn get_node(c: &Connection, id: NodeId) -> Result<Node> {
         .ok_or_else(|| EcmError::not_found(format!("node {id}")))
 }
 
+/// Run `f` within a savepoint of the open transaction `tx`: its changes
+/// are undone when it fails, and the transaction's other work stays.
+fn in_savepoint<T>(tx: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match f() {
+        Ok(v) => {
+            tx.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
 fn audit_in(
     c: &Connection,
     action: &str,
@@ -453,10 +548,34 @@ fn upsert_attrs(c: &Connection, node: NodeId, cats: &[Category]) -> Result<()> {
     Ok(())
 }
 
-/// A blob written to disk but not yet referenced by metadata.
+/// A blob written to disk (or held for the database) but not yet
+/// referenced by metadata.
 struct NewBlob {
     sha256: String,
     size: u64,
+    /// Content to keep in the database with the version that references
+    /// it (at most [`INLINE_BLOB`] bytes); `None`: a blob file.
+    inline: Option<Bytes>,
+}
+
+impl NewBlob {
+    /// Content kept in the database.
+    fn inline(sha256: String, data: Bytes) -> Self {
+        NewBlob {
+            sha256,
+            size: data.len() as u64,
+            inline: Some(data),
+        }
+    }
+
+    /// Content in the blob file `sha256`.
+    fn file(sha256: String, size: u64) -> Self {
+        NewBlob {
+            sha256,
+            size,
+            inline: None,
+        }
+    }
 }
 
 impl Embedded {
@@ -497,13 +616,18 @@ impl Embedded {
         // Each commit is fsynced: the flows rely on a stored document staying stored.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Statement journals (one per savepoint of a group commit) stay in
+        // memory rather than spilling into temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Every statement is prepared once and kept (`prepare_cached`).
+        conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT OR IGNORE INTO nodes (id, parent, name, subtype, created, modified) \
              VALUES (2000, NULL, 'Enterprise', 141, ?1, ?1)",
-            [now_secs()],
-        )?;
+        )?
+        .execute([now_secs()])?;
         let me = Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -553,11 +677,23 @@ impl Embedded {
         }
         let referenced: std::collections::HashSet<String> = {
             let c = self.conn();
-            let mut st = c.prepare("SELECT DISTINCT sha256 FROM versions")?;
+            let mut st = c.prepare_cached("SELECT DISTINCT sha256 FROM versions")?;
             st.query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        let mut present = std::collections::HashSet::new();
+        // Contents kept in the database: those no version references any
+        // more (after a delete) go; the others count as present.
+        let mut present: std::collections::HashSet<String> = {
+            let c = self.conn();
+            report.orphan_blobs_removed += c
+                .prepare_cached(
+                    "DELETE FROM inline_blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions)",
+                )?
+                .execute([])? as u64;
+            let mut st = c.prepare_cached("SELECT sha256 FROM inline_blobs")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
         for d in self.inner.blobs.entries()? {
             let d = d?;
             if !d.file_type()?.is_dir() {
@@ -612,7 +748,7 @@ impl Embedded {
         let expected = expected.map(str::to_string);
         if let Some(data) = content.in_memory() {
             let (me, data) = (self.clone(), data.clone());
-            return tokio::task::spawn_blocking(move || me.put_bytes(&data, expected.as_deref()))
+            return tokio::task::spawn_blocking(move || me.put_bytes(data, expected.as_deref()))
                 .await
                 .map_err(EcmError::storage)?;
         }
@@ -647,7 +783,8 @@ impl Embedded {
         }
         if eof {
             let me = self.clone();
-            return tokio::task::spawn_blocking(move || me.put_bytes(&head, expected.as_deref()))
+            let head = Bytes::from(head);
+            return tokio::task::spawn_blocking(move || me.put_bytes(head, expected.as_deref()))
                 .await
                 .map_err(EcmError::storage)?;
         }
@@ -699,7 +836,7 @@ impl Embedded {
         })
         .await
         .map_err(EcmError::storage)??;
-        Ok(NewBlob { sha256: sha, size })
+        Ok(NewBlob::file(sha, size))
     }
 
     /// The folder of the blob `sha`, as an ambient path (for [`sync_dir`]).
@@ -761,21 +898,22 @@ impl Embedded {
         Path::new(&sha[..2]).join(format!("{sha}.{}", temp_name()))
     }
 
-    /// Store in-memory content as a blob (blocking): hash it, and write it
-    /// unless the same content is already stored.
-    fn put_bytes(&self, data: &[u8], expected: Option<&str>) -> Result<NewBlob> {
+    /// Store in-memory content (blocking): hash it; keep it for the
+    /// database when it is small, else write it as a blob file unless the
+    /// same content is already stored.
+    fn put_bytes(&self, data: Bytes, expected: Option<&str>) -> Result<NewBlob> {
         use std::io::Write as _;
-        let sha = hex::encode(Sha256::digest(data));
+        let sha = hex::encode(Sha256::digest(&data));
         check_expected(&sha, expected)?;
+        if data.len() <= INLINE_BLOB {
+            return Ok(NewBlob::inline(sha, data));
+        }
         if !self.blob_is_durable(&sha)? {
             let tmp = Self::temp_beside(&sha);
-            self.write_temp(&tmp, |f| Ok(f.write_all(data)?))?;
+            self.write_temp(&tmp, |f| Ok(f.write_all(&data)?))?;
             self.publish(&self.inner.blobs, &tmp, &sha)?;
         }
-        Ok(NewBlob {
-            sha256: sha,
-            size: data.len() as u64,
-        })
+        Ok(NewBlob::file(sha, data.len() as u64))
     }
 
     /// Create the temporary blob `tmp`, fill it with `fill` and fsync it;
@@ -797,12 +935,23 @@ impl Embedded {
     /// Store the local file `path` as the blob `expected` (blocking); `link`
     /// when the file is never modified in place again.
     fn put_file(&self, path: &Path, link: bool, expected: &str) -> Result<NewBlob> {
-        let blob = |size| NewBlob {
-            sha256: expected.to_string(),
-            size,
-        };
+        let blob = |size| NewBlob::file(expected.to_string(), size);
         let mut src = std::fs::File::open(path)?;
         let meta = src.metadata()?;
+        if meta.len() <= INLINE_BLOB as u64 {
+            // Read one byte more than the limit: a file that grew since is
+            // still taken whole (and then checked against `expected`).
+            use std::io::Read as _;
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            (&mut src)
+                .take(INLINE_BLOB as u64 + 1)
+                .read_to_end(&mut data)?;
+            if data.len() <= INLINE_BLOB {
+                return self.put_bytes(Bytes::from(data), Some(expected));
+            }
+            use std::io::Seek as _;
+            src.rewind()?;
+        }
         if self.blob_is_durable(expected)? {
             // The same content is stored already: verify, write nothing.
             return Ok(blob(hash_check(&mut src, meta.len(), None, expected)?));
@@ -986,27 +1135,33 @@ impl Embedded {
     }
 
     /// Queue a store for the next group commit and wait for its outcome.
-    ///
-    /// Stores arriving while a commit is in progress are committed together
-    /// in one transaction (one WAL fsync), each inside its own savepoint so
-    /// one failing store does not affect the others.
     async fn commit_store(&self, doc: NewDocument, blob: NewBlob, strict: bool) -> Result<Stored> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.inner.pending.lock().unwrap().push(StoreJob {
+        self.group_commit(Job::Store {
             doc,
             blob,
             strict,
             reply,
-        });
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.drain_stores())
-            .await
-            .map_err(EcmError::storage)?;
+        })
+        .await?;
         rx.await
             .map_err(|_| EcmError::storage("store abandoned by the committing thread"))?
     }
 
-    fn drain_stores(&self) {
+    /// Queue `job` for the next group commit and see that it is run.
+    ///
+    /// Jobs arriving while a commit is in progress are committed together
+    /// in one transaction (one WAL fsync), each inside its own savepoint so
+    /// one failing job does not affect the others.
+    async fn group_commit(&self, job: Job) -> Result<()> {
+        self.inner.pending.lock().unwrap().push(job);
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.drain_jobs())
+            .await
+            .map_err(EcmError::storage)
+    }
+
+    fn drain_jobs(&self) {
         let mut c = self.conn();
         // Another thread may have committed our job already.
         let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
@@ -1019,40 +1174,15 @@ impl Embedded {
             Err(e) => {
                 let e = EcmError::from(e);
                 for j in jobs {
-                    let _ = j.reply.send(Err(e.clone()));
+                    j.refuse(&e);
                 }
                 return;
             }
         };
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            let r = (|| -> Result<Stored> {
-                tx.prepare_cached("SAVEPOINT store")?.execute([])?;
-                match store_tx(&tx, &actor, &j.doc, &j.blob, j.strict) {
-                    Ok(s) => {
-                        tx.prepare_cached("RELEASE store")?.execute([])?;
-                        Ok(s)
-                    }
-                    Err(e) => {
-                        tx.execute_batch("ROLLBACK TO store; RELEASE store")?;
-                        Err(e)
-                    }
-                }
-            })();
-            outcomes.push((j.reply, r));
-        }
-        match tx.commit() {
-            Ok(()) => {
-                for (reply, r) in outcomes {
-                    let _ = reply.send(r);
-                }
-            }
-            Err(e) => {
-                let e = EcmError::from(e);
-                for (reply, _) in outcomes {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+        let answers: Vec<_> = jobs.into_iter().map(|j| j.run(&tx, &actor)).collect();
+        let failed = tx.commit().err().map(EcmError::from);
+        for answer in answers {
+            answer(failed.as_ref());
         }
     }
 
@@ -1061,11 +1191,11 @@ impl Embedded {
     pub async fn define_rm_class(&self, code: &str, retain_days: Option<u32>) -> Result<()> {
         let code = code.to_string();
         self.db(move |c, _| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO rm_classes (code, retain_days) VALUES (?1, ?2) \
                  ON CONFLICT (code) DO UPDATE SET retain_days = excluded.retain_days",
-                params![code, retain_days],
-            )?;
+            )?
+            .execute(params![code, retain_days])?;
             Ok(())
         })
         .await
@@ -1076,14 +1206,12 @@ impl Embedded {
         let name = name.to_string();
         self.db(move |c, _| {
             if create {
-                c.execute("INSERT OR IGNORE INTO holds (name) VALUES (?1)", [&name])?;
+                c.prepare_cached("INSERT OR IGNORE INTO holds (name) VALUES (?1)")?
+                    .execute([&name])?;
             }
-            Ok(
-                c.query_row("SELECT id FROM holds WHERE name = ?1", [&name], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
+            Ok(c.prepare_cached("SELECT id FROM holds WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))
+                .optional()?)
         })
         .await
     }
@@ -1091,7 +1219,8 @@ impl Embedded {
     /// The name of a hold by id.
     pub async fn hold_name(&self, id: i64) -> Result<String> {
         self.db(move |c, _| {
-            c.query_row("SELECT name FROM holds WHERE id = ?1", [id], |r| r.get(0))
+            c.prepare_cached("SELECT name FROM holds WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
                 .optional()?
                 .ok_or_else(|| EcmError::not_found(format!("hold {id}")))
         })
@@ -1101,7 +1230,7 @@ impl Embedded {
     /// The holds on a node.
     pub async fn holds(&self, node: NodeId) -> Result<Vec<String>> {
         self.db(move |c, _| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold WHERE nh.node = ?1 ORDER BY h.name",
             )?;
             Ok(st
@@ -1114,11 +1243,10 @@ impl Embedded {
     /// A node's RM classification.
     pub async fn rm_class(&self, node: NodeId) -> Result<Option<String>> {
         self.db(move |c, _| {
-            c.query_row("SELECT rm_class FROM nodes WHERE id = ?1", [node.0], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .ok_or_else(|| EcmError::not_found(format!("node {node}")))
+            c.prepare_cached("SELECT rm_class FROM nodes WHERE id = ?1")?
+                .query_row([node.0], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| EcmError::not_found(format!("node {node}")))
         })
         .await
     }
@@ -1127,11 +1255,10 @@ impl Embedded {
     pub async fn child_by_name(&self, parent: NodeId, name: &str) -> Result<Option<Node>> {
         let name = name.to_string();
         self.db(move |c, _| {
-            Ok(c.query_row(
-                &format!("SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND n.name = ?2"),
-                params![parent.0, name],
-                node_row,
-            )
+            Ok(c.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND n.name = ?2"
+            ))?
+            .query_row(params![parent.0, name], node_row)
             .optional()?)
         })
         .await
@@ -1172,10 +1299,16 @@ impl Embedded {
             }
             let new_name = name.unwrap_or(cur.name.clone());
             let new_parent = parent.or(cur.parent);
-            let r = tx.execute(
-                "UPDATE nodes SET name = ?1, parent = ?2, modified = ?3 WHERE id = ?4",
-                params![new_name, new_parent.map(|p| p.0), now_secs(), node.0],
-            );
+            let r = tx
+                .prepare_cached(
+                    "UPDATE nodes SET name = ?1, parent = ?2, modified = ?3 WHERE id = ?4",
+                )?
+                .execute(params![
+                    new_name,
+                    new_parent.map(|p| p.0),
+                    now_secs(),
+                    node.0
+                ]);
             map_unique(r, &new_name)?;
             audit_in(&tx, "updated", actor, Some(node), None, &new_name)?;
             tx.commit()?;
@@ -1187,7 +1320,7 @@ impl Embedded {
     /// Every workflow and review task, newest first.
     pub async fn workflows(&self) -> Result<Vec<WorkflowRecord>> {
         self.db(|c, _| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, workflow, title, comment, assignee, documents, status, created FROM workflows ORDER BY id DESC",
             )?;
             let rows = st.query_map([], |r| {
@@ -1231,11 +1364,12 @@ impl Embedded {
     ) -> Result<(Vec<Node>, u64)> {
         self.db(move |c, _| {
             get_node(c, parent)?;
-            let total: i64 = c.query_row(
-                "SELECT COUNT(*) FROM nodes n WHERE n.parent = ?1 AND (?2 IS NULL OR n.name = ?2) AND (?3 IS NULL OR n.subtype = ?3)",
-                params![parent.0, name, subtype],
-                |r| r.get(0),
-            )?;
+            let total: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM nodes n WHERE n.parent = ?1 AND (?2 IS NULL OR n.name = ?2) \
+                     AND (?3 IS NULL OR n.subtype = ?3)",
+                )?
+                .query_row(params![parent.0, name, subtype], |r| r.get(0))?;
             let mut st = c.prepare_cached(&format!(
                 "SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND (?2 IS NULL OR n.name = ?2) \
                  AND (?3 IS NULL OR n.subtype = ?3) ORDER BY n.name LIMIT ?4 OFFSET ?5"
@@ -1288,11 +1422,11 @@ impl Embedded {
             get_node(c, *d)?;
         }
         let docs = serde_json::to_string(&r.documents).map_err(EcmError::storage)?;
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO workflows (workflow, title, comment, assignee, documents, status, created) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
-            params![r.workflow, r.title, r.comment, r.assignee, docs, now_secs()],
-        )?;
+        )?
+        .execute(params![r.workflow, r.title, r.comment, r.assignee, docs, now_secs()])?;
         let id = c.last_insert_rowid();
         for d in &r.documents {
             audit_in(
@@ -1344,18 +1478,19 @@ fn insert_container(
         return Err(EcmError::invalid(format!("node {parent} is not a folder")));
     }
     let now = now_secs();
-    let r = c.execute(
-        "INSERT INTO nodes (parent, name, subtype, created, modified, ws_type, business_id) \
+    let r = c
+        .prepare_cached(
+            "INSERT INTO nodes (parent, name, subtype, created, modified, ws_type, business_id) \
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-        params![
+        )?
+        .execute(params![
             parent.0,
             name,
             subtype,
             now,
             ws.map(|w| w.0),
             ws.map(|w| w.1)
-        ],
-    );
+        ]);
     map_unique(r, name)?;
     Ok(NodeId(c.last_insert_rowid()))
 }
@@ -1402,6 +1537,10 @@ fn add_version(
         doc.description,
         now_secs()
     ])?;
+    if let Some(data) = &blob.inline {
+        c.prepare_cached("INSERT OR IGNORE INTO inline_blobs (sha256, data) VALUES (?1, ?2)")?
+            .execute(params![blob.sha256, &data[..]])?;
+    }
     c.prepare_cached("UPDATE nodes SET modified = ?1 WHERE id = ?2")?
         .execute(params![now_secs(), node.0])?;
     Ok(n as u32)
@@ -1451,11 +1590,9 @@ fn store_tx(
             Some(_) if strict => return Err(collision(&name)),
             Some((id, 144)) => {
                 if latest_sha(tx, id)?.as_deref() == Some(blob.sha256.as_str()) {
-                    let v: i64 = tx.query_row(
-                        "SELECT MAX(number) FROM versions WHERE node = ?1",
-                        [id.0],
-                        |r| r.get(0),
-                    )?;
+                    let v: i64 = tx
+                        .prepare_cached("SELECT MAX(number) FROM versions WHERE node = ?1")?
+                        .query_row([id.0], |r| r.get(0))?;
                     break Stored {
                         node: id,
                         name,
@@ -1541,12 +1678,10 @@ fn search_in(c: &Connection, q: &SearchQuery, offset: u32, limit: u32) -> Result
             i
         ));
     }
-    let total: i64 = c.query_row(
-        &format!("SELECT COUNT(*) {sql}"),
-        rusqlite::params_from_iter(args.iter()),
-        |r| r.get(0),
-    )?;
-    let mut st = c.prepare(&format!(
+    let total: i64 = c
+        .prepare_cached(&format!("SELECT COUNT(*) {sql}"))?
+        .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+    let mut st = c.prepare_cached(&format!(
         "SELECT {NODE_COLS} {sql} ORDER BY n.id LIMIT {limit} OFFSET {offset}"
     ))?;
     let rows = st
@@ -1645,13 +1780,11 @@ impl Repository for Embedded {
     ) -> Result<Option<Node>> {
         let (t, b) = (workspace_type.to_string(), business_id.to_string());
         self.db(move |c, _| {
-            Ok(c.query_row(
-                &format!(
-                    "SELECT {NODE_COLS} FROM nodes n WHERE n.subtype = 848 AND n.ws_type = ?1 AND n.business_id = ?2 ORDER BY n.id LIMIT 1"
-                ),
-                params![t, b],
-                node_row,
-            )
+            Ok(c.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes n WHERE n.subtype = 848 AND n.ws_type = ?1 \
+                 AND n.business_id = ?2 ORDER BY n.id LIMIT 1"
+            ))?
+            .query_row(params![t, b], node_row)
             .optional()?)
         })
         .await
@@ -1710,11 +1843,11 @@ impl Repository for Embedded {
                 rights.sort();
                 rights.dedup();
                 let list: Vec<&str> = rights.iter().map(|r| r.as_str()).collect();
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO grants (node, kind, name, rights) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (node, kind, name) DO UPDATE SET rights = excluded.rights",
-                    params![node.0, kind, name, list.join(",")],
-                )?;
+                )?
+                .execute(params![node.0, kind, name, list.join(",")])?;
                 audit_in(
                     &tx,
                     "permissions-set",
@@ -1733,8 +1866,9 @@ impl Repository for Embedded {
     async fn permissions(&self, node: NodeId) -> Result<Vec<Grant>> {
         self.db(move |c, _| {
             get_node(c, node)?;
-            let mut st =
-                c.prepare("SELECT kind, name, rights FROM grants WHERE node = ?1 ORDER BY rowid")?;
+            let mut st = c.prepare_cached(
+                "SELECT kind, name, rights FROM grants WHERE node = ?1 ORDER BY rowid",
+            )?;
             let rows = st.query_map([node.0], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -1763,10 +1897,8 @@ impl Repository for Embedded {
         self.db(move |c, actor| {
             let tx = c.transaction()?;
             get_node(&tx, node)?;
-            tx.execute(
-                "UPDATE nodes SET rm_class = ?1, classified_at = ?2 WHERE id = ?3",
-                params![code, now_secs(), node.0],
-            )?;
+            tx.prepare_cached("UPDATE nodes SET rm_class = ?1, classified_at = ?2 WHERE id = ?3")?
+                .execute(params![code, now_secs(), node.0])?;
             audit_in(&tx, "classified", actor, Some(node), None, &code)?;
             tx.commit()?;
             Ok(())
@@ -1782,11 +1914,12 @@ impl Repository for Embedded {
         self.db(move |c, actor| {
             let tx = c.transaction()?;
             get_node(&tx, node)?;
-            tx.execute("INSERT OR IGNORE INTO holds (name) VALUES (?1)", [&hold])?;
-            tx.execute(
+            tx.prepare_cached("INSERT OR IGNORE INTO holds (name) VALUES (?1)")?
+                .execute([&hold])?;
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO node_holds (node, hold) SELECT ?1, id FROM holds WHERE name = ?2",
-                params![node.0, hold],
-            )?;
+            )?
+            .execute(params![node.0, hold])?;
             audit_in(&tx, "hold-applied", actor, Some(node), None, &hold)?;
             tx.commit()?;
             Ok(())
@@ -1811,14 +1944,16 @@ impl Repository for Embedded {
     }
 
     async fn download(&self, node: NodeId, version: Option<u32>) -> Result<ByteStream> {
-        let (sha, _) = self
+        let (sha, inline) = self
             .db(move |c, _| {
                 get_node(c, node)?;
-                c.query_row(
-                    "SELECT sha256, size FROM versions WHERE node = ?1 AND (?2 IS NULL OR number = ?2) ORDER BY number DESC LIMIT 1",
-                    params![node.0, version],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-                )
+                c.prepare_cached(
+                    "SELECT v.sha256, i.data FROM versions v LEFT JOIN inline_blobs i ON i.sha256 = v.sha256 \
+                     WHERE v.node = ?1 AND (?2 IS NULL OR v.number = ?2) ORDER BY v.number DESC LIMIT 1",
+                )?
+                .query_row(params![node.0, version], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
                 .optional()?
                 .ok_or_else(|| match version {
                     Some(v) => EcmError::not_found(format!("version {v} of node {node}")),
@@ -1826,12 +1961,16 @@ impl Repository for Embedded {
                 })
             })
             .await?;
+        use futures::TryStreamExt;
+        if let Some(data) = inline {
+            let chunk: Result<Bytes> = Ok(Bytes::from(data));
+            return Ok(Box::pin(futures::stream::iter([chunk])));
+        }
         let blobs = self.inner.blobs.try_clone()?;
         let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
             .await
             .map_err(EcmError::storage)??;
         let f = tokio::fs::File::from_std(f.into_std());
-        use futures::TryStreamExt;
         let s = tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).map_err(EcmError::from);
         Ok(Box::pin(s))
     }
@@ -1843,7 +1982,7 @@ impl Repository for Embedded {
     async fn versions(&self, node: NodeId) -> Result<Vec<Version>> {
         self.db(move |c, _| {
             get_node(c, node)?;
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT number, size, mime, file_name, sha256, created, description FROM versions WHERE node = ?1 ORDER BY number",
             )?;
             let rows = st.query_map([node.0], |r| {
@@ -1877,7 +2016,7 @@ impl Repository for Embedded {
             let tx = c.transaction()?;
             let n = get_node(&tx, node)?;
             let ids: Vec<i64> = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION SELECT m.id FROM nodes m JOIN sub ON m.parent = sub.id) SELECT id FROM sub",
                 )?;
                 st.query_map([node.0], |r| r.get(0))?
@@ -1886,11 +2025,11 @@ impl Repository for Embedded {
             let now = now_secs();
             for id in &ids {
                 let held: Option<String> = tx
-                    .query_row(
-                        "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold WHERE nh.node = ?1 LIMIT 1",
-                        [id],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached(
+                        "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold \
+                         WHERE nh.node = ?1 LIMIT 1",
+                    )?
+                    .query_row([id], |r| r.get(0))
                     .optional()?;
                 if let Some(h) = held {
                     return Err(EcmError::new(
@@ -1899,12 +2038,11 @@ impl Repository for Embedded {
                     ));
                 }
                 let retained: Option<(String, Option<i64>, i64)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT n.rm_class, r.retain_days, n.classified_at FROM nodes n \
                          LEFT JOIN rm_classes r ON r.code = n.rm_class WHERE n.id = ?1 AND n.rm_class IS NOT NULL",
-                        [id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
+                    )?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
                 if let Some((code, days, at)) = retained {
                     let until = days.map(|d| at + d * 86_400);
@@ -1921,8 +2059,10 @@ impl Repository for Embedded {
             }
             // Children first so the parent references stay valid.
             for id in ids.iter().rev() {
-                tx.execute("DELETE FROM node_holds WHERE node = ?1", [id])?;
-                tx.execute("DELETE FROM nodes WHERE id = ?1", [id])?;
+                tx.prepare_cached("DELETE FROM node_holds WHERE node = ?1")?
+                    .execute([id])?;
+                tx.prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+                    .execute([id])?;
             }
             audit_in(&tx, "deleted", actor, Some(node), None, &n.name)?;
             tx.commit()?;
@@ -1933,23 +2073,19 @@ impl Repository for Embedded {
     }
 
     async fn record_event(&self, event: &AuditEvent) -> Result<()> {
-        let e = event.clone();
-        self.db(move |c, _| {
-            audit_in(
-                c,
-                &e.action,
-                &e.actor,
-                e.node,
-                e.sha256.as_deref(),
-                &e.detail,
-            )
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.group_commit(Job::Event {
+            event: event.clone(),
+            reply,
         })
-        .await
+        .await?;
+        rx.await
+            .map_err(|_| EcmError::storage("event abandoned by the committing thread"))?
     }
 
     async fn audit(&self, node: Option<NodeId>) -> Result<Vec<AuditRecord>> {
         self.db(move |c, _| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, at, action, actor, node, sha256, detail FROM audit WHERE (?1 IS NULL OR node = ?1) ORDER BY id",
             )?;
             let rows = st.query_map([node.map(|n| n.0)], |r| {

@@ -19,7 +19,10 @@ use wharf_ecm::*;
 const CHILD_ENV: &str = "WHARF_ECM_CRASH_CHILD";
 const MODE_ENV: &str = "WHARF_ECM_CRASH_MODE";
 const KEPT: &[u8] = b"committed before the crash";
-const LOST: &[u8] = b"written as a blob, never committed";
+/// Larger than the contents the store keeps in its database, so it is
+/// written as a blob file before the commit.
+static LOST: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| b"written as a blob, never committed\n".repeat(2048));
 /// The caller's spooled copy of `LOST` (mode `commit-linked`).
 const SPOOLED: &str = "spooled-lost.bin";
 
@@ -95,15 +98,15 @@ fn crash_child() {
                     std::thread::sleep(Duration::from_secs(60));
                 }
             });
-            let d = doc(f, "lost.txt", LOST, CollisionPolicy::Reject);
+            let d = doc(f, "lost.txt", &LOST[..], CollisionPolicy::Reject);
             let _ = if mode == "commit-linked" {
                 // Spooled content handed over as a file the store may link.
                 let path = std::path::Path::new(&state).join(SPOOLED);
-                std::fs::write(&path, LOST).unwrap();
+                std::fs::write(&path, &LOST[..]).unwrap();
                 repo.store_document(&d, &FileSource::new(path).immutable())
                     .await
             } else {
-                store(&repo, &d, LOST).await
+                store(&repo, &d, &LOST[..]).await
             };
         }
         unreachable!("the parent kills this process");
@@ -161,14 +164,17 @@ async fn crash_between_blob_write_and_commit() {
     let dir = tempfile::tempdir().unwrap();
     run_child_until(dir.path(), "commit", "BLOB-WRITTEN");
     assert!(
-        blob_exists(dir.path(), LOST),
+        blob_exists(dir.path(), &LOST[..]),
         "the crash happened after the blob was written"
     );
 
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
     assert!(report.missing_blobs.is_empty(), "{report:?}");
-    assert!(!blob_exists(dir.path(), LOST), "the dangling blob is gone");
+    assert!(
+        !blob_exists(dir.path(), &LOST[..]),
+        "the dangling blob is gone"
+    );
     let f = repo.resolve_path("/Crash").await.unwrap();
     let kept = repo
         .child_by_name(f, "kept.txt")
@@ -181,8 +187,8 @@ async fn crash_between_blob_write_and_commit() {
     // Storing it again works, and a second reopen finds nothing to repair.
     let s = store(
         &repo,
-        &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
-        LOST,
+        &doc(f, "lost.txt", &LOST[..], CollisionPolicy::Reject),
+        &LOST[..],
     )
     .await
     .unwrap();
@@ -190,7 +196,7 @@ async fn crash_between_blob_write_and_commit() {
     drop(repo);
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report, Default::default());
-    assert_eq!(fetch(&repo, s.node, None).await, LOST);
+    assert_eq!(fetch(&repo, s.node, None).await, &LOST[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +204,7 @@ async fn crash_after_linking_a_spooled_file() {
     let dir = tempfile::tempdir().unwrap();
     run_child_until(dir.path(), "commit-linked", "BLOB-WRITTEN");
     let spooled = dir.path().join(SPOOLED);
-    let h = sha(LOST);
+    let h = sha(&LOST[..]);
     let blob = dir.path().join("blobs").join(&h[..2]).join(&h);
     {
         use std::os::unix::fs::MetadataExt;
@@ -214,7 +220,7 @@ async fn crash_after_linking_a_spooled_file() {
     assert!(!blob.exists(), "the dangling blob is gone");
     assert_eq!(
         std::fs::read(&spooled).unwrap(),
-        LOST,
+        &LOST[..],
         "the caller's file is untouched"
     );
     let f = repo.resolve_path("/Crash").await.unwrap();
@@ -222,7 +228,7 @@ async fn crash_after_linking_a_spooled_file() {
     // Filing it again works; then the caller removes its copy.
     let s = repo
         .store_document(
-            &doc(f, "lost.txt", LOST, CollisionPolicy::Reject),
+            &doc(f, "lost.txt", &LOST[..], CollisionPolicy::Reject),
             &FileSource::new(&spooled).immutable(),
         )
         .await
@@ -231,7 +237,7 @@ async fn crash_after_linking_a_spooled_file() {
     drop(repo);
     let (repo, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report, Default::default());
-    assert_eq!(fetch(&repo, s.node, None).await, LOST);
+    assert_eq!(fetch(&repo, s.node, None).await, &LOST[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,13 +265,13 @@ async fn a_second_opener_does_not_reconcile_the_owners_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let (owner, _) = Embedded::open(dir.path()).await.unwrap();
     // An unreferenced blob, as the owner has between blob write and commit.
-    let h = sha(LOST);
-    std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h), LOST).unwrap();
+    let h = sha(&LOST[..]);
+    std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h), &LOST[..]).unwrap();
     // Within one process the lock is per open file, so a second open
     // stands for a second process here.
     let (viewer, report) = Embedded::open(dir.path()).await.unwrap();
     assert_eq!(report, Default::default());
-    assert!(blob_exists(dir.path(), LOST));
+    assert!(blob_exists(dir.path(), &LOST[..]));
     drop(viewer);
     drop(owner);
     let (_, report) = Embedded::open(dir.path()).await.unwrap();

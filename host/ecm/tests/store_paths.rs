@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use common::*;
-use wharf_ecm::embedded::{Embedded, Reconciled};
+use wharf_ecm::embedded::{Embedded, INLINE_BLOB, Reconciled};
 use wharf_ecm::*;
 
 /// Deterministic pseudo-random bytes.
@@ -67,10 +67,10 @@ impl ContentSource for StreamOnly {
     }
 }
 
-/// Sizes around the paths' limits: small files are copied in one pass,
-/// large ones (≥ 4 MiB) by two threads with direct I/O, the last block of
-/// which is partial here.
-const SIZES: [usize; 3] = [10 * 1024, (4 << 20) - 1, (5 << 20) + 12_345];
+/// Sizes around the paths' limits (above [`INLINE_BLOB`], which stays in
+/// the database): small files are copied in one pass, large ones (≥ 4 MiB)
+/// by two threads with direct I/O, the last block of which is partial here.
+const SIZES: [usize; 3] = [100 * 1024, (4 << 20) - 1, (5 << 20) + 12_345];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sources_are_copied_verified_and_independent_of_the_source() {
@@ -146,7 +146,7 @@ async fn a_symbolic_link_is_copied_not_linked() {
     let l = local().await;
     let f = folder(&l.repo, "symlink").await;
     let spool = tempfile::tempdir_in(l.dir.path()).unwrap();
-    let data = content(10_000, 5);
+    let data = content(SIZES[0], 5);
     let target = spool.path().join("target.bin");
     std::fs::write(&target, &data).unwrap();
     let path = spool.path().join("link.bin");
@@ -245,7 +245,7 @@ async fn stored_content_is_verified_and_not_written_again() {
 async fn concurrent_stores_of_one_content_leave_one_blob() {
     let l = local().await;
     let f = folder(&l.repo, "concurrent").await;
-    let data = content(50_000, 40);
+    let data = content(100_000, 40);
     let spool = tempfile::tempdir_in(l.dir.path()).unwrap();
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -326,4 +326,66 @@ async fn a_repository_on_tmpfs_stores_large_files() {
         .unwrap();
     assert_eq!(fetch(&repo, s.node, None).await, data);
     assert_eq!(files(&dir.path().join("state")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_contents_are_kept_in_the_database_whatever_their_source() {
+    let l = local().await;
+    let f = folder(&l.repo, "inline").await;
+    let spool = tempfile::tempdir_in(l.dir.path()).unwrap();
+    let mut distinct = 0;
+    for (i, size) in [0, 10 * 1024, INLINE_BLOB].into_iter().enumerate() {
+        let data = content(size, i as u64 + 70);
+        distinct += 1;
+        let path = spool.path().join(format!("{i}.bin"));
+        std::fs::write(&path, &data).unwrap();
+        let sources: Vec<Box<dyn ContentSource>> = vec![
+            Box::new(BytesSource(data.clone().into())),
+            Box::new(FileSource::new(&path)),
+            Box::new(FileSource::new(&path).immutable()),
+            Box::new(StreamOnly(data.clone())),
+        ];
+        for (j, source) in sources.iter().enumerate() {
+            let mut forged = doc(
+                f,
+                &format!("{i}-{j}-forged.bin"),
+                &data,
+                CollisionPolicy::Reject,
+            );
+            forged.sha256 = sha(b"something else");
+            let err = l
+                .repo
+                .store_document(&forged, source.as_ref())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+            let d = doc(f, &format!("{i}-{j}.bin"), &data, CollisionPolicy::Reject);
+            let s = l.repo.store_document(&d, source.as_ref()).await.unwrap();
+            assert_eq!(s.outcome, StoreOutcome::Created);
+            assert_eq!(fetch(&l.repo, s.node, None).await, data);
+            assert_eq!(l.repo.versions(s.node).await.unwrap()[0].size, size as u64);
+        }
+        assert_eq!(files(l.dir.path()), Vec::<PathBuf>::new(), "no blob file");
+        assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 1, "not linked");
+    }
+    // One byte more is a blob file.
+    let data = content(INLINE_BLOB + 1, 79);
+    let d = doc(f, "file.bin", &data, CollisionPolicy::Reject);
+    store(&l.repo, &d, &data).await.unwrap();
+    assert_eq!(files(l.dir.path()), vec![blob(l.dir.path(), &d.sha256)]);
+
+    // The contents survive a reopen; once no version references them they
+    // are removed, like blob files.
+    let Local { dir, repo } = l;
+    let state = dir.path().to_path_buf();
+    drop(repo);
+    let (repo, report) = Embedded::open(&state).await.unwrap();
+    assert_eq!(report, Reconciled::default());
+    let kept = repo.child_by_name(f, "2-3.bin").await.unwrap().unwrap();
+    assert_eq!(fetch(&repo, kept.id, None).await, content(INLINE_BLOB, 72));
+    repo.delete(f).await.unwrap();
+    drop(repo);
+    let (_repo, report) = Embedded::open(&state).await.unwrap();
+    assert_eq!(report.orphan_blobs_removed, distinct + 1, "{report:?}");
+    assert!(report.missing_blobs.is_empty());
 }

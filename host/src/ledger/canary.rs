@@ -60,28 +60,29 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CanaryRecord> {
 impl Ledger {
     /// Record a shadow decision.
     pub fn record_canary(&self, r: &CanaryRecord) -> Result<(), LedgerError> {
-        self.conn().execute(
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
             "INSERT INTO canary (claim, partner, path, live, candidate, agree, live_verdict, candidate_verdict, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                r.claim,
-                r.partner,
-                r.path,
-                r.live,
-                r.candidate,
-                i64::from(r.agree),
-                r.live_verdict,
-                r.candidate_verdict,
-                now()
-            ],
         )?;
+        st.execute(params![
+            r.claim,
+            r.partner,
+            r.path,
+            r.live,
+            r.candidate,
+            i64::from(r.agree),
+            r.live_verdict,
+            r.candidate_verdict,
+            now()
+        ])?;
         Ok(())
     }
 
     /// How each candidate of `partner` did, newest candidate first.
     pub fn canary_summary(&self, partner: &str) -> Result<Vec<CanarySummary>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT candidate, COUNT(*), SUM(1 - agree), MAX(id) FROM canary WHERE partner = ?1
              GROUP BY candidate ORDER BY MAX(id) DESC",
         )?;
@@ -90,7 +91,7 @@ impl Ledger {
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for (candidate, decided, disagreed) in totals {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT claim, partner, path, live, candidate, agree, live_verdict, candidate_verdict, at
                  FROM canary WHERE partner = ?1 AND candidate = ?2 AND agree = 0 ORDER BY id DESC LIMIT 20",
             )?;

@@ -164,13 +164,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 fn get(conn: &rusqlite::Connection, id: i64) -> Result<Delivery, LedgerError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1"),
-        params![id],
-        row,
-    )
-    .optional()?
-    .ok_or(LedgerError::Missing(id))
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1"))?
+        .query_row(params![id], row)
+        .optional()?
+        .ok_or(LedgerError::Missing(id))
 }
 
 impl Ledger {
@@ -184,30 +181,35 @@ impl Ledger {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing = tx
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM deliveries WHERE partner = ?1 AND node_id = ?2 AND version = ?3"
-                ),
-                params![key.partner, key.node_id as i64, key.version],
-                row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM deliveries WHERE partner = ?1 AND node_id = ?2 AND version = ?3"
+            ))?
+            .query_row(params![key.partner, key.node_id as i64, key.version], row)
             .optional()?;
         let outcome = match existing {
             Some(d) if d.state == DeliveryState::Done => DeliveryClaim::Finished(d),
             Some(d) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE deliveries SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-                    params![d.id, now()],
-                )?;
+                )?
+                .execute(params![d.id, now()])?;
                 DeliveryClaim::Resume(get(&tx, d.id)?)
             }
             None => {
                 let t = now();
-                tx.execute(
+                let mut st = tx.prepare_cached(
                     "INSERT INTO deliveries (partner, node_id, version, state, name, size, created_at, updated_at)
                      VALUES (?1, ?2, ?3, 'claimed', ?4, ?5, ?6, ?6)",
-                    params![key.partner, key.node_id as i64, key.version, name, size as i64, t],
                 )?;
+                st.execute(params![
+                    key.partner,
+                    key.node_id as i64,
+                    key.version,
+                    name,
+                    size as i64,
+                    t
+                ])?;
+                drop(st);
                 DeliveryClaim::New(get(&tx, tx.last_insert_rowid())?)
             }
         };
@@ -237,7 +239,7 @@ impl Ledger {
         let (to_s, t) = (to.as_str(), now());
         let mut all: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &t, &id];
         all.extend_from_slice(values);
-        tx.execute(&sql, all.as_slice())?;
+        tx.prepare_cached(&sql)?.execute(all.as_slice())?;
         let d = get(&tx, id)?;
         tx.commit()?;
         drop(conn);
@@ -328,10 +330,11 @@ impl Ledger {
 
     /// Record a review task opened for the delivery.
     pub fn delivery_workflow(&self, id: i64, workflow_id: i64) -> Result<(), LedgerError> {
-        self.conn().execute(
-            "UPDATE deliveries SET workflow_id = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, workflow_id, now()],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE deliveries SET workflow_id = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, workflow_id, now()])?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // A task is never opened twice for the same delivery.
@@ -341,10 +344,10 @@ impl Ledger {
     /// Record a failed attempt; returns the failure count.
     pub fn delivery_failed(&self, id: i64, error: &str) -> Result<u32, LedgerError> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE deliveries SET failures = failures + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, now()],
-        )?;
+        )?
+        .execute(params![id, error, now()])?;
         Ok(get(&conn, id)?.failures)
     }
 
@@ -357,19 +360,18 @@ impl Ledger {
         ack_node: Option<u64>,
     ) -> Result<Delivery, LedgerError> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE deliveries SET ack_status = ?2, ack_message = ?3, ack_at = ?4, ack_node = ?5, updated_at = ?4 WHERE id = ?1",
-            params![id, status, message, now(), ack_node.map(|n| n as i64)],
-        )?;
+        )?
+        .execute(params![id, status, message, now(), ack_node.map(|n| n as i64)])?;
         get(&conn, id)
     }
 
     /// Mark a delivery's missing acknowledgement as raised.
     pub fn delivery_ack_overdue(&self, id: i64) -> Result<(), LedgerError> {
-        self.conn().execute(
-            "UPDATE deliveries SET ack_overdue = 1, updated_at = ?2 WHERE id = ?1",
-            params![id, now()],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE deliveries SET ack_overdue = 1, updated_at = ?2 WHERE id = ?1")?
+            .execute(params![id, now()])?;
         Ok(())
     }
 
@@ -427,7 +429,7 @@ impl Ledger {
         ack: Option<&str>,
     ) -> Result<Vec<Delivery>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM deliveries
              WHERE (?1 IS NULL OR partner = ?1) AND (?2 IS NULL OR state = ?2)
                AND (?3 IS NULL OR (?3 = 'none' AND ack_status IS NULL) OR ack_status = ?3)
@@ -440,7 +442,7 @@ impl Ledger {
     /// Unfinished deliveries of `partner`, oldest first.
     pub fn unfinished_deliveries(&self, partner: &str) -> Result<Vec<Delivery>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM deliveries WHERE partner = ?1 AND state <> 'done' ORDER BY id"
         ))?;
         let rows = stmt.query_map(params![partner], row)?;
@@ -451,7 +453,7 @@ impl Ledger {
     /// have no acknowledgement and were not raised as overdue yet.
     pub fn awaiting_ack(&self, partner: &str, before: i64) -> Result<Vec<Delivery>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM deliveries WHERE partner = ?1 AND state = 'done' AND remote_path IS NOT NULL
                AND ack_status IS NULL AND ack_overdue = 0 AND uploaded_at < ?2 ORDER BY id"
         ))?;
@@ -468,7 +470,7 @@ impl Ledger {
         to: i64,
     ) -> Result<Vec<Delivery>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM deliveries WHERE partner = ?1 AND state = 'done' AND updated_at >= ?2 AND updated_at < ?3 ORDER BY updated_at, id"
         ))?;
         let rows = stmt.query_map(params![partner, from, to], row)?;

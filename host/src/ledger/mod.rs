@@ -293,13 +293,17 @@ impl Ledger {
         // other step to power loss only repeats work that is idempotent.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Statement journals and sorts stay in memory, not temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Every statement is prepared once and kept (`prepare_cached`).
+        conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tables: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'claims'",
-            [],
-            |r| r.get(0),
-        )?;
+        let tables: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'claims'",
+            )?
+            .query_row([], |r| r.get(0))?;
         // Version 1 had no deliveries table; creating it upgrades to 2.
         if tables > 0 && !matches!(version, 1 | 2) {
             return Err(LedgerError::Schema(version));
@@ -326,10 +330,10 @@ impl Ledger {
         let outcome = match existing {
             Some(claim) if claim.state == State::Done => ClaimOutcome::Finished(claim),
             Some(claim) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE claims SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-                    params![claim.id, now()],
-                )?;
+                )?
+                .execute(params![claim.id, now()])?;
                 ClaimOutcome::Resume(Claim {
                     attempts: claim.attempts + 1,
                     ..claim
@@ -337,11 +341,11 @@ impl Ledger {
             }
             None => {
                 let t = now();
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO claims (partner, path, size, mtime, state, attempts, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, 'claimed', 1, ?5, ?5)",
-                    params![key.partner, key.path, key.size as i64, key.mtime, t],
-                )?;
+                )?
+                .execute(params![key.partner, key.path, key.size as i64, key.mtime, t])?;
                 let id = tx.last_insert_rowid();
                 ClaimOutcome::New(get(&tx, id)?)
             }
@@ -376,7 +380,7 @@ impl Ledger {
         let (to_s, from_s) = (to.as_str(), expected.as_str());
         let mut all: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &t, &id, &from_s];
         all.extend_from_slice(values);
-        let changed = tx.execute(&sql, all.as_slice())?;
+        let changed = tx.prepare_cached(&sql)?.execute(all.as_slice())?;
         if changed == 0 {
             let actual = get(&tx, id)?.state;
             return Err(LedgerError::Transition {
@@ -496,10 +500,11 @@ impl Ledger {
     /// Returns the failure count.
     pub fn failed(&self, id: i64, error: &str, counts: bool) -> Result<u32, LedgerError> {
         let conn = self.conn();
-        let changed = conn.execute(
-            "UPDATE claims SET failures = failures + ?4, last_error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, now(), i64::from(counts)],
-        )?;
+        let changed = conn
+            .prepare_cached(
+                "UPDATE claims SET failures = failures + ?4, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, error, now(), i64::from(counts)])?;
         if changed == 0 {
             return Err(LedgerError::Missing(id));
         }
@@ -514,7 +519,9 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let conn = self.conn();
         let sql = format!("UPDATE claims SET {assignment}, updated_at = ?3 WHERE id = ?1");
-        let changed = conn.execute(&sql, params![id, value, now()])?;
+        let changed = conn
+            .prepare_cached(&sql)?
+            .execute(params![id, value, now()])?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if changed == 0 {
@@ -532,7 +539,7 @@ impl Ledger {
         to: i64,
     ) -> Result<Vec<Claim>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE state = 'done' AND partner = ?1 AND updated_at >= ?2 AND updated_at < ?3 ORDER BY updated_at, id"
         ))?;
         let rows = stmt.query_map(params![partner, from, to], row_to_claim)?;
@@ -543,7 +550,7 @@ impl Ledger {
     /// first: what start-up must resume.
     pub fn unfinished(&self, partner: Option<&str>) -> Result<Vec<Claim>, LedgerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id"
         ))?;
         let rows = stmt.query_map(params![partner], row_to_claim)?;
@@ -563,8 +570,8 @@ impl Ledger {
     /// Count claims by state.
     pub fn counts(&self) -> Result<Vec<(State, u64)>, LedgerError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT state, COUNT(*) FROM claims GROUP BY state ORDER BY state")?;
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM claims GROUP BY state ORDER BY state")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 State::parse(&r.get::<_, String>(0)?),
@@ -602,19 +609,18 @@ fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
 const SELECT: &str = "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome, failures, last_error, workflow_id, created_at, updated_at FROM claims";
 
 fn get(conn: &Connection, id: i64) -> Result<Claim, LedgerError> {
-    conn.query_row(
-        &format!("{SELECT} WHERE id = ?1"),
-        params![id],
-        row_to_claim,
-    )
-    .optional()?
-    .ok_or(LedgerError::Missing(id))
+    conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?
+        .query_row(params![id], row_to_claim)
+        .optional()?
+        .ok_or(LedgerError::Missing(id))
 }
 
 fn find(conn: &Connection, key: &FileKey) -> Result<Option<Claim>, LedgerError> {
     Ok(conn
+        .prepare_cached(&format!(
+            "{SELECT} WHERE partner = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4"
+        ))?
         .query_row(
-            &format!("{SELECT} WHERE partner = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4"),
             params![key.partner, key.path, key.size as i64, key.mtime],
             row_to_claim,
         )
