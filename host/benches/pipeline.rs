@@ -15,6 +15,8 @@
 //! Run: `cargo bench -p wharf --bench pipeline` (as root: it installs and
 //! starts the servers). `WHARF_BENCH_QUICK=1` runs 100 files and 64 MiB;
 //! `WHARF_BENCH_REPS` sets the rounds whose median is printed (default 1);
+//! `WHARF_BENCH_WRAP` prefixes the measured child's command line (e.g.
+//! `perf record -g -o wharf.perf --`, to profile it alone);
 //! `WHARF_BENCH_ONLY` picks cases, e.g. `sftp`, `large` or `ftp-small,sftp-large`;
 //! `WHARF_BENCH_PARALLEL` the files (and connections) in flight (default 8).
 
@@ -368,7 +370,8 @@ impl Bench {
     /// One cycle of the runtime in a child process.
     fn run_child(&self, config: &Path) -> (f64, u64, f64, ChildReport) {
         let exe = std::env::current_exe().expect("own executable");
-        let (secs, rss, cpu, out) = timed(Command::new(exe).env(CHILD_ENV, config));
+        let (secs, rss, cpu, out) =
+            timed(wharf_tests::servers::wrapped(&exe).env(CHILD_ENV, config));
         (
             secs,
             rss,

@@ -745,3 +745,19 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// A command running `program`, prefixed by the words of `WHARF_BENCH_WRAP`
+/// when it is set (e.g. `perf record -g -o wharf.perf --`), so a benchmark's
+/// measured child can be profiled on its own.
+pub fn wrapped(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let wrap = std::env::var("WHARF_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut cmd = std::process::Command::new(first);
+            cmd.args(words).arg(program);
+            cmd
+        }
+        None => std::process::Command::new(program),
+    }
+}

@@ -22,18 +22,17 @@ use wharf_ecm::{self as ecm, ErrorKind, NodeId, Repository};
 use wharf_endpoint::{Endpoint, Entry, EntryKind, RemotePath};
 
 use super::filing::{self, Provenance};
+pub use super::spool::IN_MEMORY_MAX;
+use super::spool::{Spooled, hash_file, store_spooled};
 use crate::config::{AfterFiling, PartnerConfig};
 use crate::ledger::{Claim, ClaimOutcome, FileKey, Ledger, LedgerError, State};
 use crate::plugin::decision::{
     AckStatus, Filing, Target, VersionPolicy, WorkflowRequest, relative_path,
 };
-use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, ReadContent, Rejection, Verdict};
+use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, Rejection, Verdict};
 
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
-/// Files up to this size are held in memory between transfer and filing
-/// instead of being spooled to disk (at most one per file in flight).
-pub const IN_MEMORY_MAX: u64 = 1024 * 1024;
 /// Transfers at least this large get a progress bar on a terminal.
 pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 /// Buffer of a streamed download.
@@ -1687,67 +1686,6 @@ enum Fetch {
     Failed(StepError),
 }
 
-/// A transferred file's bytes: small ones in memory, others in the spool.
-#[derive(Clone)]
-enum Spooled {
-    Memory(bytes::Bytes),
-    File(PathBuf),
-}
-
-impl Spooled {
-    /// The bytes as the plugin reads them.
-    fn content(&self) -> std::io::Result<SpoolContent> {
-        Ok(match self {
-            Spooled::Memory(b) => SpoolContent::Memory(ReadContent::new(
-                std::io::Cursor::new(b.clone()),
-                b.len() as u64,
-            )),
-            Spooled::File(p) => SpoolContent::File(ReadContent::open(p)?),
-        })
-    }
-
-    /// SHA-256 of the bytes.
-    async fn sha256(&self) -> std::io::Result<String> {
-        match self {
-            Spooled::Memory(b) => Ok(hex::encode(Sha256::digest(b))),
-            Spooled::File(p) => hash_file(p.clone()).await,
-        }
-    }
-}
-
-/// [`Spooled`] content as a plugin's `content` resource.
-enum SpoolContent {
-    Memory(ReadContent<std::io::Cursor<bytes::Bytes>>),
-    File(ReadContent<std::fs::File>),
-}
-
-impl crate::plugin::ContentSource for SpoolContent {
-    fn read_chunk(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
-        match self {
-            SpoolContent::Memory(c) => c.read_chunk(max),
-            SpoolContent::File(c) => c.read_chunk(max),
-        }
-    }
-    fn size(&self) -> u64 {
-        match self {
-            SpoolContent::Memory(c) => c.size(),
-            SpoolContent::File(c) => c.size(),
-        }
-    }
-}
-
-/// Store `doc` with the bytes of `spool`.
-async fn store_spooled<R: Repository>(
-    repo: &R,
-    doc: &ecm::NewDocument,
-    spool: &Spooled,
-) -> Result<ecm::Stored, ecm::EcmError> {
-    match spool {
-        Spooled::Memory(b) => repo.store_document(doc, &ecm::BytesSource(b.clone())).await,
-        Spooled::File(p) => repo.store_document(doc, &ecm::FileSource::new(p)).await,
-    }
-}
-
 fn fail(report: &mut FileReport, e: StepError) {
     report.outcome = Outcome::Retrying;
     report.failed_step = Some(e.step);
@@ -1808,18 +1746,6 @@ fn same_mtime(listed: i64, stated: Option<SystemTime>) -> bool {
 /// Now, in seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
     secs(Some(SystemTime::now()))
-}
-
-/// SHA-256 of a local file, on a blocking thread.
-pub async fn hash_file(path: PathBuf) -> std::io::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher)?;
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

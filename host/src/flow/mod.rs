@@ -11,4 +11,5 @@ pub mod delivery;
 pub mod filing;
 pub mod inbound;
 pub mod outbound;
+mod spool;
 pub mod tree;

@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use wharf_ecm::{self as ecm, NodeId, Repository};
 use wharf_endpoint::RemotePath;
 
 use super::inbound::{DELIVERIES_FOLDER, Inbound, REVIEW_WORKFLOW, now_secs};
+use super::spool::{IN_MEMORY_MAX, Spooled};
 use super::tree::{MAX_PARENT_STEPS, find_folder, is_within};
 use crate::config::OutboundConfig;
 use crate::ledger::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
+use crate::plugin::DocumentInfo;
 use crate::plugin::decision::relative_path;
-use crate::plugin::{DocumentInfo, ReadContent};
 
 /// The category on every delivery receipt.
 pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
@@ -95,6 +95,12 @@ pub struct Outbound<R> {
     inbound: Arc<Inbound<R>>,
     rule: OutboundConfig,
     spool: PathBuf,
+    /// Remote folders made (or found) by an upload that then succeeded;
+    /// one whose upload fails is forgotten and made again next time.
+    remote_folders: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The receipt folder of each month; one a store fails in is looked up
+    /// (or made) again next time.
+    receipt_folders: std::sync::Mutex<std::collections::HashMap<String, NodeId>>,
 }
 
 fn fail(e: impl std::fmt::Display) -> String {
@@ -113,6 +119,8 @@ impl<R: Repository + 'static> Outbound<R> {
             inbound,
             rule,
             spool: PathBuf::from(spool),
+            remote_folders: Default::default(),
+            receipt_folders: Default::default(),
         }
     }
 
@@ -169,12 +177,17 @@ impl<R: Repository + 'static> Outbound<R> {
     /// Whether `node` meets the approval condition, read afresh.
     async fn approved(&self, node: NodeId) -> Result<bool, String> {
         let categories = self.repo().categories(node).await.map_err(fail)?;
-        Ok(categories.iter().any(|c| {
+        Ok(self.meets_condition(&categories))
+    }
+
+    /// Whether a document with `categories` meets the approval condition.
+    fn meets_condition(&self, categories: &[ecm::Category]) -> bool {
+        categories.iter().any(|c| {
             c.name == self.rule.category
                 && c.attributes
                     .iter()
                     .any(|a| a.name == self.rule.attribute && a.value.as_text() == self.rule.value)
-        }))
+        })
     }
 
     /// Whether `node` lies inside the scope folder.
@@ -277,7 +290,15 @@ impl<R: Repository + 'static> Outbound<R> {
         report.name = doc.name.clone();
         // A delivery already on the partner's server (or refused) is only
         // finished: its receipt or review task, whatever happened since.
-        if finish.is_none() && !self.approved(node).await? {
+        // Read once for the condition and the plugin's view of the document.
+        let categories = match finish {
+            None => Some(self.repo().categories(node).await.map_err(fail)?),
+            Some(_) => None,
+        };
+        if categories
+            .as_deref()
+            .is_some_and(|c| !self.meets_condition(c))
+        {
             report.outcome = ExportOutcome::NotApproved;
             report.detail = format!(
                 "{}/{} is not {:?}",
@@ -307,7 +328,9 @@ impl<R: Repository + 'static> Outbound<R> {
             }
             DeliveryClaim::New(d) | DeliveryClaim::Resume(d) => d,
         };
-        let result = self.advance(&mut delivery, &doc, &latest, report).await;
+        let result = self
+            .advance(&mut delivery, &doc, &latest, categories, report)
+            .await;
         if let Err(e) = &result {
             let _ = self.inbound.ledger().delivery_failed(delivery.id, e);
         }
@@ -318,35 +341,30 @@ impl<R: Repository + 'static> Outbound<R> {
         self.spool.join(id.to_string())
     }
 
-    /// The version's bytes in the spool, with their SHA-256.
+    /// Remove the spool file of `d`, if its version was large enough to
+    /// have one.
+    fn drop_spool(&self, d: &Delivery) {
+        if d.size > IN_MEMORY_MAX {
+            let _ = std::fs::remove_file(self.spool_path(d.id));
+        }
+    }
+
+    /// The version's bytes (a small version in memory, a larger one in
+    /// the spool), with their SHA-256.
     async fn fetch(
         &self,
         node: NodeId,
         version: u32,
         id: i64,
-    ) -> Result<(PathBuf, String), String> {
-        tokio::fs::create_dir_all(&self.spool)
-            .await
-            .map_err(|e| format!("spool: {e}"))?;
-        let path = self.spool_path(id);
-        let mut stream = self
+    ) -> Result<(Spooled, String), String> {
+        let stream = self
             .repo()
             .download(node, Some(version))
             .await
             .map_err(fail)?;
-        let mut file = tokio::fs::File::create(&path)
+        Spooled::collect(stream, &self.spool_path(id))
             .await
-            .map_err(|e| format!("spool: {e}"))?;
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(fail)?;
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| format!("spool: {e}"))?;
-        }
-        file.flush().await.map_err(|e| format!("spool: {e}"))?;
-        Ok((path, hex::encode(hasher.finalize())))
+            .map_err(|e| e.to_string())
     }
 
     async fn advance(
@@ -354,13 +372,14 @@ impl<R: Repository + 'static> Outbound<R> {
         delivery: &mut Delivery,
         doc: &ecm::Node,
         latest: &ecm::Version,
+        categories: Option<Vec<ecm::Category>>,
         report: &mut ExportReport,
     ) -> Result<(), String> {
         let ledger = self.inbound.ledger().clone();
         let id = delivery.id;
         let mut spooled = None;
         if delivery.state == DeliveryState::Claimed {
-            let (path, sha) = self.fetch(doc.id, latest.number, id).await?;
+            let (spool, sha) = self.fetch(doc.id, latest.number, id).await?;
             if let Some(expected) = latest.sha256.as_deref()
                 && !expected.is_empty()
                 && expected != sha
@@ -371,7 +390,10 @@ impl<R: Repository + 'static> Outbound<R> {
                 ));
             }
             let plugin = self.inbound.plugin();
-            let categories = self.repo().categories(doc.id).await.map_err(fail)?;
+            let categories = match categories {
+                Some(c) => c,
+                None => self.repo().categories(doc.id).await.map_err(fail)?,
+            };
             let info = DocumentInfo {
                 node_id: doc.id.0 as u64,
                 name: doc.name.clone(),
@@ -383,11 +405,11 @@ impl<R: Repository + 'static> Outbound<R> {
                 categories,
             };
             let context = self.inbound.context().clone();
-            let spool = path.clone();
             let decided = {
                 let plugin = plugin.clone();
+                let spool = spool.clone();
                 tokio::task::spawn_blocking(move || {
-                    let content = ReadContent::open(&spool).map_err(fail)?;
+                    let content = spool.content().map_err(fail)?;
                     plugin.on_export(&context, &info, content).map_err(fail)
                 })
                 .await
@@ -410,7 +432,7 @@ impl<R: Repository + 'static> Outbound<R> {
                     *delivery = ledger
                         .delivery_decided(id, &sha, &remote, marker.as_deref(), plugin.digest())
                         .map_err(fail)?;
-                    spooled = Some(path);
+                    spooled = Some(spool);
                 }
                 Ok(Err(rejection)) => {
                     let reason = serde_json::json!({
@@ -439,11 +461,15 @@ impl<R: Repository + 'static> Outbound<R> {
             }
             let path = RemotePath::parse(&remote).map_err(fail)?;
             let endpoint = self.inbound.endpoint();
-            let already = endpoint
-                .stat(&path)
-                .await
-                .map_err(fail)?
-                .is_some_and(|e| e.size == delivery.size);
+            // Named in this pass, nothing of ours can be on the server yet
+            // (a file already under that name is replaced). Named in an
+            // earlier pass, the upload may have finished before a crash.
+            let already = spooled.is_none()
+                && endpoint
+                    .stat(&path)
+                    .await
+                    .map_err(fail)?
+                    .is_some_and(|e| e.size == delivery.size);
             if !already {
                 let spool = match spooled {
                     Some(p) => p,
@@ -455,18 +481,23 @@ impl<R: Repository + 'static> Outbound<R> {
                         p
                     }
                 };
-                if let Some(parent) = path.parent()
-                    && !parent.is_root()
-                {
-                    endpoint.mkdir_all(&parent).await.map_err(fail)?;
+                let parent = path.parent().filter(|p| !p.is_root());
+                if let Some(parent) = &parent {
+                    self.make_remote_folder(parent).await?;
                 }
-                let mut file = tokio::fs::File::open(&spool)
-                    .await
-                    .map_err(|e| format!("spool: {e}"))?;
-                let sent = endpoint
-                    .write_atomic(&path, &mut file, None)
-                    .await
-                    .map_err(fail)?;
+                let mut reader = spool.reader().await.map_err(|e| format!("spool: {e}"))?;
+                let sent = match endpoint.write_atomic(&path, &mut reader, None).await {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        if let Some(parent) = &parent {
+                            self.remote_folders
+                                .lock()
+                                .unwrap()
+                                .remove(&parent.to_string());
+                        }
+                        return Err(fail(e));
+                    }
+                };
                 report.bytes_sent += sent;
                 if sent != delivery.size {
                     return Err(format!(
@@ -488,7 +519,7 @@ impl<R: Repository + 'static> Outbound<R> {
             DeliveryState::Uploaded => {
                 let receipt = self.receipt(delivery, doc).await?;
                 *delivery = ledger.delivery_done(id, Some(receipt)).map_err(fail)?;
-                let _ = std::fs::remove_file(self.spool_path(id));
+                self.drop_spool(delivery);
                 self.audit("exported", delivery).await;
                 report.outcome = ExportOutcome::Delivered;
                 report.remote_path = delivery.remote_path.clone();
@@ -518,7 +549,7 @@ impl<R: Repository + 'static> Outbound<R> {
                     ledger.delivery_workflow(id, wf.0).map_err(fail)?;
                 }
                 *delivery = ledger.delivery_done(id, None).map_err(fail)?;
-                let _ = std::fs::remove_file(self.spool_path(id));
+                self.drop_spool(delivery);
                 self.audit("export-refused", delivery).await;
                 report.outcome = ExportOutcome::Refused;
                 report.detail = summary;
@@ -526,6 +557,22 @@ impl<R: Repository + 'static> Outbound<R> {
             DeliveryState::Done => report.outcome = ExportOutcome::Skipped,
             DeliveryState::Claimed | DeliveryState::Decided => {}
         }
+        Ok(())
+    }
+
+    /// Make the remote folder `folder` unless an upload into it succeeded
+    /// before.
+    async fn make_remote_folder(&self, folder: &RemotePath) -> Result<(), String> {
+        let key = folder.to_string();
+        if self.remote_folders.lock().unwrap().contains(&key) {
+            return Ok(());
+        }
+        self.inbound
+            .endpoint()
+            .mkdir_all(folder)
+            .await
+            .map_err(fail)?;
+        self.remote_folders.lock().unwrap().insert(key);
         Ok(())
     }
 
@@ -552,16 +599,25 @@ impl<R: Repository + 'static> Outbound<R> {
     }
 
     async fn deliveries_folder(&self, sub: &str) -> Result<NodeId, String> {
+        if let Some(id) = self.receipt_folders.lock().unwrap().get(sub) {
+            return Ok(*id);
+        }
         let mut segments = relative_path(&self.inbound.partner().ecm_root())
             .map_err(fail)?
             .segments()
             .to_vec();
         segments.push(DELIVERIES_FOLDER.into());
         segments.push(sub.into());
-        self.repo()
+        let id = self
+            .repo()
             .ensure_folder(self.inbound.repository_root(), &segments)
             .await
-            .map_err(fail)
+            .map_err(fail)?;
+        self.receipt_folders
+            .lock()
+            .unwrap()
+            .insert(sub.to_string(), id);
+        Ok(id)
     }
 
     /// File the delivery's receipt; returns its node.
@@ -630,7 +686,10 @@ impl<R: Repository + 'static> Outbound<R> {
                 &ecm::BytesSource(bytes.into()),
             )
             .await
-            .map_err(fail)?;
+            .map_err(|e| {
+                self.receipt_folders.lock().unwrap().remove(month);
+                fail(e)
+            })?;
         Ok(stored.node.0 as u64)
     }
 
