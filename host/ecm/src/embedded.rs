@@ -167,6 +167,16 @@ const FILE_BUF: usize = 1 << 20;
 /// and a hard-linked one is fsynced while it is being hashed.
 const LARGE_FILE: u64 = 4 << 20;
 
+/// How long a group commit waits for more jobs when commits follow each
+/// other closely (as PostgreSQL's `commit_delay`).
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Commits closer together than this mean stores are in flight.
+const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Chunk size of a download: each chunk is one read on a blocking thread.
+const DOWNLOAD_CHUNK: usize = 1 << 20;
+
 /// Buffers in flight between the reading and the writing thread of a copy.
 const COPY_BUFFERS: usize = 4;
 
@@ -260,6 +270,10 @@ struct Inner {
     /// Blobs renamed into place whose folder is not yet known to be synced,
     /// with how many stores are publishing each.
     publishing: Mutex<HashMap<String, usize>>,
+    /// When the last group commit ended.
+    last_commit: Mutex<Option<std::time::Instant>>,
+    /// Fan-out folders known to exist durably.
+    fan_outs: Mutex<std::collections::HashSet<String>>,
     /// Held (locked) while this process may reconcile the blob store.
     _owner_lock: Option<std::fs::File>,
 }
@@ -593,10 +607,9 @@ impl Embedded {
         let root = Dir::open_ambient_dir(&state, ambient_authority())?;
         root.create_dir_all("blobs")?;
         root.create_dir_all("tmp")?;
+        // The fan-out folders (`blobs/00` to `blobs/ff`) are made as blobs
+        // need them: a store of small documents needs none.
         let blobs = root.open_dir("blobs")?;
-        for i in 0..=255u8 {
-            blobs.create_dir_all(format!("{i:02x}"))?;
-        }
         let tmp = root.open_dir("tmp")?;
         // Only the process holding this lock reconciles: another process
         // (e.g. `wharf ecm ls` beside a running server) must not remove the
@@ -638,6 +651,8 @@ impl Embedded {
                 before_commit: Mutex::new(None),
                 pending: Mutex::new(Vec::new()),
                 publishing: Mutex::new(HashMap::new()),
+                fan_outs: Mutex::new(Default::default()),
+                last_commit: Mutex::new(None),
                 _owner_lock: owner_lock,
             }),
         };
@@ -831,6 +846,7 @@ impl Embedded {
                 tmp_dir.remove_file(&tmp_name)?;
                 Ok(())
             } else {
+                me.fan_out(&sha2)?;
                 me.publish(&tmp_dir, Path::new(&tmp_name), &sha2)
             }
         })
@@ -842,6 +858,29 @@ impl Embedded {
     /// The folder of the blob `sha`, as an ambient path (for [`sync_dir`]).
     fn fan_dir(&self, sha: &str) -> PathBuf {
         self.inner.state.join("blobs").join(&sha[..2])
+    }
+
+    /// Make the fan-out folder of the blob `sha` unless it exists; a new
+    /// one is made durable (its entry in `blobs` synced) before any blob
+    /// is published into it.
+    fn fan_out(&self, sha: &str) -> Result<()> {
+        let prefix = &sha[..2];
+        // Held while making and syncing, so no other store publishes into
+        // a folder whose entry may not be on disk yet.
+        let mut durable = self.inner.fan_outs.lock().unwrap();
+        if durable.contains(prefix) {
+            return Ok(());
+        }
+        match self.inner.blobs.create_dir(prefix) {
+            Ok(()) => {}
+            // Made before (by an earlier run, maybe one that crashed before
+            // syncing it): syncing again is cheap and certain.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(&self.inner.state.join("blobs"))?;
+        durable.insert(prefix.to_string());
+        Ok(())
     }
 
     /// Whether the blob `sha` exists durably. One another store has just
@@ -909,6 +948,7 @@ impl Embedded {
             return Ok(NewBlob::inline(sha, data));
         }
         if !self.blob_is_durable(&sha)? {
+            self.fan_out(&sha)?;
             let tmp = Self::temp_beside(&sha);
             self.write_temp(&tmp, |f| Ok(f.write_all(&data)?))?;
             self.publish(&self.inner.blobs, &tmp, &sha)?;
@@ -956,6 +996,7 @@ impl Embedded {
             // The same content is stored already: verify, write nothing.
             return Ok(blob(hash_check(&mut src, meta.len(), None, expected)?));
         }
+        self.fan_out(expected)?;
         let tmp = Self::temp_beside(expected);
         // Not a link to a symbolic link (`path` names the file itself).
         let linkable = || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
@@ -1164,10 +1205,21 @@ impl Embedded {
     fn drain_jobs(&self) {
         let mut c = self.conn();
         // Another thread may have committed our job already.
-        let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
-        if jobs.is_empty() {
+        if self.inner.pending.lock().unwrap().is_empty() {
             return;
         }
+        let busy = self
+            .inner
+            .last_commit
+            .lock()
+            .unwrap()
+            .is_some_and(|at| at.elapsed() < BUSY_WITHIN);
+        if busy {
+            // Commits follow each other closely: let more jobs arrive and
+            // share this commit's fsync (a group commit's delay).
+            std::thread::sleep(COMMIT_DELAY);
+        }
+        let jobs = std::mem::take(&mut *self.inner.pending.lock().unwrap());
         let actor = self.inner.actor.clone();
         let tx = match c.transaction() {
             Ok(tx) => tx,
@@ -1181,6 +1233,7 @@ impl Embedded {
         };
         let answers: Vec<_> = jobs.into_iter().map(|j| j.run(&tx, &actor)).collect();
         let failed = tx.commit().err().map(EcmError::from);
+        *self.inner.last_commit.lock().unwrap() = Some(std::time::Instant::now());
         for answer in answers {
             answer(failed.as_ref());
         }
@@ -1971,7 +2024,8 @@ impl Repository for Embedded {
             .await
             .map_err(EcmError::storage)??;
         let f = tokio::fs::File::from_std(f.into_std());
-        let s = tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).map_err(EcmError::from);
+        let s =
+            tokio_util::io::ReaderStream::with_capacity(f, DOWNLOAD_CHUNK).map_err(EcmError::from);
         Ok(Box::pin(s))
     }
 

@@ -266,7 +266,9 @@ async fn a_second_opener_does_not_reconcile_the_owners_blobs() {
     let (owner, _) = Embedded::open(dir.path()).await.unwrap();
     // An unreferenced blob, as the owner has between blob write and commit.
     let h = sha(&LOST[..]);
-    std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h), &LOST[..]).unwrap();
+    let fan_out = dir.path().join("blobs").join(&h[..2]);
+    std::fs::create_dir_all(&fan_out).unwrap();
+    std::fs::write(fan_out.join(&h), &LOST[..]).unwrap();
     // Within one process the lock is per open file, so a second open
     // stands for a second process here.
     let (viewer, report) = Embedded::open(dir.path()).await.unwrap();

@@ -181,6 +181,22 @@ pub enum ClaimOutcome {
     Finished(Claim),
 }
 
+/// How long a sync waits for other steps to join it when syncs follow each
+/// other closely (a group commit's delay, as PostgreSQL's `commit_delay`).
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Syncs closer together than this mean files are in flight.
+const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What the last fsync of the log covered.
+#[derive(Debug, Default)]
+struct Synced {
+    /// Commits counted before it started.
+    covered: u64,
+    /// When it ended.
+    at: Option<std::time::Instant>,
+}
+
 /// The ledger: one SQLite database. Methods block; call them from a
 /// blocking thread in async code.
 pub struct Ledger {
@@ -190,7 +206,7 @@ pub struct Ledger {
     /// Commits so far, and the count the last WAL fsync covered: one fsync
     /// makes every commit before it durable (group commit).
     commits: std::sync::atomic::AtomicU64,
-    synced: Mutex<u64>,
+    synced: Mutex<Synced>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -313,7 +329,7 @@ impl Ledger {
             conn: Mutex::new(conn),
             wal: None,
             commits: std::sync::atomic::AtomicU64::new(0),
-            synced: Mutex::new(0),
+            synced: Mutex::new(Synced::default()),
         })
     }
 
@@ -439,9 +455,14 @@ impl Ledger {
         };
         let wanted = self.commits.load(Ordering::SeqCst);
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if *synced >= wanted {
+        if synced.covered >= wanted {
             // Another caller's fsync already covered this commit.
             return Ok(());
+        }
+        if synced.at.is_some_and(|at| at.elapsed() < BUSY_WITHIN) {
+            // Files are in flight: let their steps commit meanwhile and
+            // share this fsync (they wait on the lock, then find it done).
+            std::thread::sleep(COMMIT_DELAY);
         }
         let covers = self.commits.load(Ordering::SeqCst);
         match std::fs::File::open(wal) {
@@ -451,7 +472,10 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(LedgerError::Sync(e)),
         }
-        *synced = covers;
+        *synced = Synced {
+            covered: covers,
+            at: Some(std::time::Instant::now()),
+        };
         Ok(())
     }
 
