@@ -100,9 +100,17 @@ impl Service {
     }
 
     async fn stop(self) {
+        // Close the client's kept-alive connections first: the admin
+        // server's connection tasks hold the runtime until they end.
+        drop(self.http);
         self.shutdown.cancel();
         self.serving.await.unwrap().unwrap();
         self.admin.await.unwrap().unwrap();
+        // Connection tasks wind down just after the server returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.runtime) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(
             Arc::strong_count(&self.runtime),
             1,
