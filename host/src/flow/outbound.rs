@@ -26,12 +26,12 @@ use wharf_ecm::{self as ecm, NodeId, Repository};
 use wharf_endpoint::RemotePath;
 
 use super::inbound::{DELIVERIES_FOLDER, Inbound, REVIEW_WORKFLOW, now_secs};
-use super::spool::{IN_MEMORY_MAX, Spooled};
+use super::spool::{IN_MEMORY_MAX, Spooled, stream_reader, verified_download};
 use super::tree::{MAX_PARENT_STEPS, find_folder, is_within};
 use crate::config::OutboundConfig;
-use crate::ledger::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
-use crate::plugin::DocumentInfo;
+use crate::ledger::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState, Ledger, LedgerError};
 use crate::plugin::decision::relative_path;
+use crate::plugin::{DocumentInfo, ReadContent};
 
 /// The category on every delivery receipt.
 pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
@@ -87,6 +87,14 @@ pub struct ExportReport {
     /// Time spent.
     #[serde(skip)]
     pub elapsed: Duration,
+}
+
+/// What the plugin reads of a version when it names the delivery.
+enum ExportContent {
+    /// The whole version, held in memory or the spool.
+    Held(Spooled),
+    /// A download from the repository.
+    Stream(ecm::ByteStream),
 }
 
 /// One partner's outbound release. It shares the partner's plugin,
@@ -341,6 +349,19 @@ impl<R: Repository + 'static> Outbound<R> {
         self.spool.join(id.to_string())
     }
 
+    /// Run a ledger step on a blocking thread (a step may wait for an
+    /// fsync of the ledger's log).
+    async fn step<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, String> {
+        let ledger = self.inbound.ledger().clone();
+        tokio::task::spawn_blocking(move || step(&ledger))
+            .await
+            .map_err(fail)?
+            .map_err(fail)
+    }
+
     /// Remove the spool file of `d`, if its version was large enough to
     /// have one.
     fn drop_spool(&self, d: &Delivery) {
@@ -375,20 +396,36 @@ impl<R: Repository + 'static> Outbound<R> {
         categories: Option<Vec<ecm::Category>>,
         report: &mut ExportReport,
     ) -> Result<(), String> {
-        let ledger = self.inbound.ledger().clone();
         let id = delivery.id;
-        let mut spooled = None;
+        // The bytes of a small version read in this pass, for the upload.
+        let mut held = None;
+        let mut decided_now = false;
         if delivery.state == DeliveryState::Claimed {
-            let (spool, sha) = self.fetch(doc.id, latest.number, id).await?;
-            if let Some(expected) = latest.sha256.as_deref()
-                && !expected.is_empty()
-                && expected != sha
-            {
-                return Err(format!(
-                    "the repository's content of version {} does not match its checksum",
-                    latest.number
-                ));
-            }
+            let recorded = latest.sha256.clone().filter(|s| !s.is_empty());
+            // A large version whose checksum the repository records is read
+            // as a stream, by the plugin now and by the upload later (which
+            // checks it against that checksum): no spool copy. Others are
+            // read whole first (small ones into memory).
+            let (content, sha) = match recorded {
+                Some(sha) if latest.size > IN_MEMORY_MAX => {
+                    let stream = self
+                        .repo()
+                        .download(doc.id, Some(latest.number))
+                        .await
+                        .map_err(fail)?;
+                    (ExportContent::Stream(stream), sha)
+                }
+                recorded => {
+                    let (spool, sha) = self.fetch(doc.id, latest.number, id).await?;
+                    if recorded.is_some_and(|r| r != sha) {
+                        return Err(format!(
+                            "the repository's content of version {} does not match its checksum",
+                            latest.number
+                        ));
+                    }
+                    (ExportContent::Held(spool), sha)
+                }
+            };
             let plugin = self.inbound.plugin();
             let categories = match categories {
                 Some(c) => c,
@@ -405,12 +442,26 @@ impl<R: Repository + 'static> Outbound<R> {
                 categories,
             };
             let context = self.inbound.context().clone();
+            let spool = match &content {
+                ExportContent::Held(s) => Some(s.clone()),
+                ExportContent::Stream(_) => None,
+            };
             let decided = {
                 let plugin = plugin.clone();
-                let spool = spool.clone();
-                tokio::task::spawn_blocking(move || {
-                    let content = spool.content().map_err(fail)?;
-                    plugin.on_export(&context, &info, content).map_err(fail)
+                let (size, handle) = (latest.size, tokio::runtime::Handle::current());
+                tokio::task::spawn_blocking(move || match content {
+                    ExportContent::Held(spool) => {
+                        let content = spool.content().map_err(fail)?;
+                        plugin.on_export(&context, &info, content).map_err(fail)
+                    }
+                    ExportContent::Stream(stream) => {
+                        let reader = tokio_util::io::SyncIoBridge::new_with_handle(
+                            stream_reader(stream),
+                            handle,
+                        );
+                        let content = ReadContent::new(reader, size);
+                        plugin.on_export(&context, &info, content).map_err(fail)
+                    }
                 })
                 .await
                 .map_err(fail)?
@@ -429,10 +480,14 @@ impl<R: Repository + 'static> Outbound<R> {
                             format!("{}/{m}", d.folder)
                         }
                     });
-                    *delivery = ledger
-                        .delivery_decided(id, &sha, &remote, marker.as_deref(), plugin.digest())
-                        .map_err(fail)?;
-                    spooled = Some(spool);
+                    let (sha, digest) = (sha.clone(), plugin.digest().to_string());
+                    *delivery = self
+                        .step(move |l| {
+                            l.delivery_decided(id, &sha, &remote, marker.as_deref(), &digest)
+                        })
+                        .await?;
+                    held = spool;
+                    decided_now = true;
                 }
                 Ok(Err(rejection)) => {
                     let reason = serde_json::json!({
@@ -441,9 +496,10 @@ impl<R: Repository + 'static> Outbound<R> {
                         "details": rejection.details,
                     })
                     .to_string();
-                    *delivery = ledger
-                        .delivery_rejected(id, &reason, plugin.digest())
-                        .map_err(fail)?;
+                    let digest = plugin.digest().to_string();
+                    *delivery = self
+                        .step(move |l| l.delivery_rejected(id, &reason, &digest))
+                        .await?;
                 }
                 // A failing plugin is retried (the next pass, possibly
                 // with a fixed build); the failure is recorded.
@@ -464,28 +520,32 @@ impl<R: Repository + 'static> Outbound<R> {
             // Named in this pass, nothing of ours can be on the server yet
             // (a file already under that name is replaced). Named in an
             // earlier pass, the upload may have finished before a crash.
-            let already = spooled.is_none()
+            let already = !decided_now
                 && endpoint
                     .stat(&path)
                     .await
                     .map_err(fail)?
                     .is_some_and(|e| e.size == delivery.size);
             if !already {
-                let spool = match spooled {
-                    Some(p) => p,
-                    None => {
-                        let (p, sha) = self.fetch(doc.id, latest.number, id).await?;
-                        if delivery.sha256.as_deref() != Some(sha.as_str()) {
-                            return Err("the version's content changed since it was named".into());
-                        }
-                        p
-                    }
-                };
                 let parent = path.parent().filter(|p| !p.is_root());
                 if let Some(parent) = &parent {
                     self.make_remote_folder(parent).await?;
                 }
-                let mut reader = spool.reader().await.map_err(|e| format!("spool: {e}"))?;
+                let mut reader = match &held {
+                    Some(spool) => spool.reader().await.map_err(|e| format!("spool: {e}"))?,
+                    // Read afresh (a large version, or one named in an
+                    // earlier pass), and checked against the checksum it
+                    // was named with before the upload is renamed into place.
+                    None => {
+                        let stream = self
+                            .repo()
+                            .download(doc.id, Some(latest.number))
+                            .await
+                            .map_err(fail)?;
+                        let named = delivery.sha256.clone().unwrap_or_default();
+                        Box::new(verified_download(stream, &named))
+                    }
+                };
                 let sent = match endpoint.write_atomic(&path, &mut reader, None).await {
                     Ok(sent) => sent,
                     Err(e) => {
@@ -513,12 +573,14 @@ impl<R: Repository + 'static> Outbound<R> {
                     .await
                     .map_err(fail)?;
             }
-            *delivery = ledger.delivery_uploaded(id).map_err(fail)?;
+            *delivery = self.step(move |l| l.delivery_uploaded(id)).await?;
         }
         match delivery.state {
             DeliveryState::Uploaded => {
                 let receipt = self.receipt(delivery, doc).await?;
-                *delivery = ledger.delivery_done(id, Some(receipt)).map_err(fail)?;
+                *delivery = self
+                    .step(move |l| l.delivery_done(id, Some(receipt)))
+                    .await?;
                 self.drop_spool(delivery);
                 self.audit("exported", delivery).await;
                 report.outcome = ExportOutcome::Delivered;
@@ -546,9 +608,9 @@ impl<R: Repository + 'static> Outbound<R> {
                         })
                         .await
                         .map_err(fail)?;
-                    ledger.delivery_workflow(id, wf.0).map_err(fail)?;
+                    self.step(move |l| l.delivery_workflow(id, wf.0)).await?;
                 }
-                *delivery = ledger.delivery_done(id, None).map_err(fail)?;
+                *delivery = self.step(move |l| l.delivery_done(id, None)).await?;
                 self.drop_spool(delivery);
                 self.audit("export-refused", delivery).await;
                 report.outcome = ExportOutcome::Refused;

@@ -154,3 +154,116 @@ pub(crate) enum SpoolError {
     #[error("spool: {0}")]
     Spool(std::io::Error),
 }
+
+/// Chunks a checked download reads ahead of the upload it feeds.
+const READ_AHEAD: usize = 4;
+
+/// A repository download as a reader that checks, before its end, that the
+/// bytes have the SHA-256 `expected`: a mismatch is an error instead of the
+/// end, so an upload fed from it fails (and is not renamed into place). A
+/// task of its own reads and hashes ahead, so hashing overlaps the upload.
+pub(crate) fn verified_download(
+    mut stream: ecm::ByteStream,
+    expected: &str,
+) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    let expected = expected.to_ascii_lowercase();
+    tokio::spawn(async move {
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            if let Ok(bytes) = &chunk {
+                hasher.update(bytes);
+            }
+            let failed = chunk.is_err();
+            // The reader was dropped (the upload failed): stop reading.
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != expected {
+            let _ = tx
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the content's SHA-256 is {got}, not the recorded {expected}"),
+                )))
+                .await;
+        }
+    });
+    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    tokio_util::io::StreamReader::new(Box::pin(chunks))
+}
+
+/// A repository download as an async reader.
+pub(crate) fn stream_reader(
+    stream: ecm::ByteStream,
+) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+    tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn chunked(data: &[u8]) -> ecm::ByteStream {
+        let chunks: Vec<ecm::Result<bytes::Bytes>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn a_verified_download_passes_matching_bytes_and_fails_others_at_the_end() {
+        let data = b"delivered bytes".repeat(100_000);
+        let sha = hex::encode(Sha256::digest(&data));
+        let mut out = Vec::new();
+        verified_download(chunked(&data), &sha.to_uppercase())
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+
+        let mut tampered = data.clone();
+        tampered[500_000] ^= 1;
+        let mut out = Vec::new();
+        let err = verified_download(chunked(&tampered), &sha)
+            .read_to_end(&mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains(&sha), "{err}");
+        // Everything was passed on; only the end is refused.
+        assert_eq!(out.len(), tampered.len());
+    }
+
+    #[tokio::test]
+    async fn small_streams_stay_in_memory_and_large_ones_go_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, in_memory) in [
+            (10usize, true),
+            (IN_MEMORY_MAX as usize, true),
+            (IN_MEMORY_MAX as usize + 1, false),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join("spool").join(len.to_string());
+            let (spooled, sha) = Spooled::collect(chunked(&data), &path).await.unwrap();
+            assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+            assert_eq!(matches!(spooled, Spooled::Memory(_)), in_memory, "{len}");
+            assert_eq!(path.exists(), !in_memory);
+            let mut back = Vec::new();
+            spooled
+                .reader()
+                .await
+                .unwrap()
+                .read_to_end(&mut back)
+                .await
+                .unwrap();
+            assert_eq!(back, data);
+        }
+    }
+}
