@@ -483,3 +483,46 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
         ["GLOBEX_J1_v2_A.pdf", "GLOBEX_J2_v2_B.pdf"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_version_whose_stored_bytes_are_damaged_never_reaches_the_partner() {
+    let (_dir, remote, runtime, catalog) = globex("", "").await;
+    let repo = embedded(&runtime);
+    // Over 1 MiB: streamed from the repository rather than held in memory.
+    let mut big = pdf("large catalog");
+    big.resize(3 << 20, b'.');
+    let node = store(
+        repo,
+        catalog,
+        "Large.pdf",
+        &big,
+        "Approved",
+        Some("J9"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let h = sha(&big);
+    let blob = repo.state_dir().join("blobs").join(&h[..2]).join(&h);
+    let mut damaged = big.clone();
+    damaged[2 << 20] ^= 0x55;
+    std::fs::write(&blob, &damaged).unwrap();
+
+    let outbound = runtime.outbound("globex").unwrap();
+    let reports = outbound.cycle().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].outcome, ExportOutcome::Retrying, "{reports:?}");
+    assert!(reports[0].detail.contains("SHA-256"), "{reports:?}");
+    assert_eq!(
+        files(&remote.join("to-print")),
+        Vec::<String>::new(),
+        "nothing under the final name, no temporary file left"
+    );
+
+    // Repaired, the same delivery goes out whole.
+    std::fs::write(&blob, &big).unwrap();
+    let reports = outbound.cycle().await.unwrap();
+    assert_eq!(reports[0].outcome, ExportOutcome::Delivered, "{reports:?}");
+    let delivered = std::fs::read(remote.join("to-print").join("GLOBEX_J9_v1_Large.pdf")).unwrap();
+    assert_eq!(sha(&delivered), h);
+    assert_eq!(node.0 as u64, reports[0].node);
+}
