@@ -67,6 +67,17 @@ impl ContentSource for StreamOnly {
     }
 }
 
+/// `data` as each kind of source: in memory, a file (copied, or linked as
+/// immutable; `path` holds `data`), and a stream only.
+fn every_source(data: &[u8], path: &Path) -> Vec<Box<dyn ContentSource>> {
+    vec![
+        Box::new(BytesSource(data.to_vec().into())),
+        Box::new(FileSource::new(path)),
+        Box::new(FileSource::new(path).immutable()),
+        Box::new(StreamOnly(data.to_vec())),
+    ]
+}
+
 /// Sizes around the paths' limits (above [`INLINE_BLOB`], which stays in
 /// the database): small files are copied in one pass, large ones (≥ 4 MiB)
 /// by two threads with direct I/O, the last block of which is partial here.
@@ -174,12 +185,7 @@ async fn content_not_matching_its_checksum_never_gets_a_blob() {
         d.sha256 = sha(b"something else");
         let path = spool.path().join(format!("{i}.bin"));
         std::fs::write(&path, &data).unwrap();
-        let sources: Vec<Box<dyn ContentSource>> = vec![
-            Box::new(BytesSource(data.clone().into())),
-            Box::new(FileSource::new(&path)),
-            Box::new(FileSource::new(&path).immutable()),
-            Box::new(StreamOnly(data.clone())),
-        ];
+        let sources = every_source(&data, &path);
         for source in &sources {
             let err = l
                 .repo
@@ -209,12 +215,7 @@ async fn stored_content_is_verified_and_not_written_again() {
         let before = std::fs::metadata(&stored).unwrap();
         let path = spool.path().join(format!("{i}.bin"));
         std::fs::write(&path, &data).unwrap();
-        let sources: Vec<Box<dyn ContentSource>> = vec![
-            Box::new(BytesSource(data.clone().into())),
-            Box::new(FileSource::new(&path)),
-            Box::new(FileSource::new(&path).immutable()),
-            Box::new(StreamOnly(data.clone())),
-        ];
+        let sources = every_source(&data, &path);
         for (j, source) in sources.iter().enumerate() {
             let d = doc(f, &format!("{i}-{j}.bin"), &data, CollisionPolicy::Reject);
             let s = l.repo.store_document(&d, source.as_ref()).await.unwrap();
@@ -339,12 +340,7 @@ async fn small_contents_are_kept_in_the_database_whatever_their_source() {
         distinct += 1;
         let path = spool.path().join(format!("{i}.bin"));
         std::fs::write(&path, &data).unwrap();
-        let sources: Vec<Box<dyn ContentSource>> = vec![
-            Box::new(BytesSource(data.clone().into())),
-            Box::new(FileSource::new(&path)),
-            Box::new(FileSource::new(&path).immutable()),
-            Box::new(StreamOnly(data.clone())),
-        ];
+        let sources = every_source(&data, &path);
         for (j, source) in sources.iter().enumerate() {
             let mut forged = doc(
                 f,
