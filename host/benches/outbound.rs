@@ -39,9 +39,12 @@ use wharf_ecm::{
 };
 use wharf_tests::servers::{FtpTls, Sshd, Vsftpd, VsftpdOptions};
 
-/// rclone's parallel transfers (wharf's outbound cycle sends one document
-/// at a time per partner).
+/// rclone's parallel transfers, and wharf's connections to the server.
 const PARALLEL: usize = 8;
+/// Documents wharf works on at once: more than its connections, so one
+/// document's repository, plugin and ledger work overlaps the others'
+/// uploads (as in the inbound bench).
+const IN_FLIGHT: usize = PARALLEL * 4;
 const SMALL_SIZE: usize = 10 * 1024;
 const PARTNER: &str = "globex";
 const SCOPE: [&str; 3] = ["Partners", "globex", "Catalog"];
@@ -436,10 +439,10 @@ struct Bench {
 impl Bench {
     fn config(&self, server: &Server, state: &Path) -> PathBuf {
         let text = format!(
-            "[runtime]\nstate_dir = {state:?}\nplugins_dir = {plugins:?}\n\n\
+            "[runtime]\nstate_dir = {state:?}\nplugins_dir = {plugins:?}\nmax_concurrent_files = {IN_FLIGHT}\n\n\
              [ecm]\nkind = \"embedded\"\n\n\
              [[partner]]\nid = \"{PARTNER}\"\nplugin = \"globex-print.wasm\"\n{endpoint}\
-             poll_interval_secs = 1\nconcurrency = {PARALLEL}\nmax_connections = {PARALLEL}\n\
+             poll_interval_secs = 1\nconcurrency = {IN_FLIGHT}\nmax_connections = {PARALLEL}\n\
              complete = {{ stable_polls = 1, min_age_secs = 0 }}\n\n\
              [partner.outbound]\nscope = \"{scope}\"\ncategory = \"Print\"\nattribute = \"Status\"\n\
              value = \"Approved\"\nack_folder = \"acks\"\n",
@@ -846,7 +849,7 @@ fn print_rows(rows: &[Row], reps: usize, quick: bool) {
     println!(
         "\n({} of {reps} round(s){}; wall time from spawn to exit of a separate process for both tools, its CPU time (user + system; the servers' not included) and peak RSS from wait4; \
          wharf: Runtime::open + one Runtime::once cycle, globex-print plugin, embedded repository (documents stored beforehand), \
-         ledger (group-committed) and fsynced receipts, each document spooled, hashed, named by the plugin and uploaded to a temporary name then renamed, as many documents at once as the partner's concurrency; \
+         ledger (group-committed) and fsynced receipts, each document spooled, hashed, named by the plugin and uploaded to a temporary name then renamed, {IN_FLIGHT} documents at once over {PARALLEL} connections; \
          rclone copy from a local folder --transfers {PARALLEL} (rclone) or 1 (rclone-1) --checkers {PARALLEL}, straight to the final names, no fsync)",
         if reps > 1 { "median" } else { "result" },
         if quick { ", quick mode" } else { "" },
