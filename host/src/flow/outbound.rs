@@ -340,7 +340,8 @@ impl<R: Repository + 'static> Outbound<R> {
             .advance(&mut delivery, &doc, &latest, categories, report)
             .await;
         if let Err(e) = &result {
-            let _ = self.inbound.ledger().delivery_failed(delivery.id, e);
+            let (id, e) = (delivery.id, e.clone());
+            let _ = self.step(move |l| l.delivery_failed(id, &e)).await;
         }
         result
     }
