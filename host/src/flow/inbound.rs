@@ -17,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use wharf_ecm::{self as ecm, ErrorKind, NodeId, Repository};
 use wharf_endpoint::{Endpoint, Entry, EntryKind, RemotePath};
 
 use super::filing::{self, Provenance};
 pub use super::spool::IN_MEMORY_MAX;
-use super::spool::{Spooled, hash_file, store_spooled};
+use super::spool::{SpoolWriter, Spooled, hash_file, store_spooled};
 use crate::config::{AfterFiling, PartnerConfig};
 use crate::ledger::{Claim, ClaimOutcome, FileKey, Ledger, LedgerError, State};
 use crate::plugin::decision::{
@@ -1057,23 +1057,24 @@ impl<R: Repository + 'static> Inbound<R> {
             let got = bytes.len() as u64;
             return Ok((sha, got, Spooled::Memory(bytes.into())));
         }
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| format!("spool: {e}"))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
+        // Receiving here, hashing and writing on the spool writer's thread.
+        let mut spool = SpoolWriter::create(dest);
+        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
         let mut total = 0u64;
         let bar = self.bar(entry);
         loop {
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            buf.reserve(CHUNK);
+            let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .await
-                .map_err(|e| format!("spool: {e}"))?;
             total += n as u64;
+            if buf.len() >= CHUNK / 2 {
+                spool
+                    .write(buf.split().freeze())
+                    .await
+                    .map_err(|e| format!("spool: {e}"))?;
+            }
             if let Some(bar) = &bar {
                 bar.set_position(total);
             }
@@ -1082,15 +1083,18 @@ impl<R: Repository + 'static> Inbound<R> {
                 break;
             }
         }
-        file.flush().await.map_err(|e| format!("spool: {e}"))?;
+        if !buf.is_empty() {
+            spool
+                .write(buf.freeze())
+                .await
+                .map_err(|e| format!("spool: {e}"))?;
+        }
+        let (sha, written) = spool.finish().await.map_err(|e| format!("spool: {e}"))?;
+        debug_assert_eq!(written, total);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        Ok((
-            hex::encode(hasher.finalize()),
-            total,
-            Spooled::File(dest.to_path_buf()),
-        ))
+        Ok((sha, total, Spooled::File(dest.to_path_buf())))
     }
 
     async fn fetch_segmented(

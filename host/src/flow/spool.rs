@@ -155,6 +155,70 @@ pub(crate) enum SpoolError {
     Spool(std::io::Error),
 }
 
+/// Chunks a [`SpoolWriter`] holds before the transfer feeding it waits.
+const WRITE_AHEAD: usize = 8;
+
+/// Writes a spool file on a blocking thread of its own and hashes what it
+/// writes, so the transfer feeding it goes on receiving meanwhile.
+pub(crate) struct SpoolWriter {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    /// The writing thread; taken once its outcome has been read.
+    done: Option<tokio::task::JoinHandle<std::io::Result<(String, u64)>>>,
+}
+
+impl SpoolWriter {
+    /// Start writing the file `path` (created or truncated).
+    pub(crate) fn create(path: &Path) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
+        let path = path.to_path_buf();
+        let done = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&path)?;
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                total += chunk.len() as u64;
+            }
+            Ok((hex::encode(hasher.finalize()), total))
+        });
+        SpoolWriter {
+            tx,
+            done: Some(done),
+        }
+    }
+
+    /// Queue `chunk` for writing; fails when the writing thread has failed.
+    pub(crate) async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        if self.tx.send(chunk).await.is_ok() {
+            return Ok(());
+        }
+        // The thread stopped early: its outcome says why.
+        Err(match outcome(self.done.take()).await {
+            Err(e) => e,
+            Ok(_) => std::io::Error::other("the spool writer stopped"),
+        })
+    }
+
+    /// Wait until everything queued is written; returns the SHA-256 and
+    /// the size of what was written.
+    pub(crate) async fn finish(self) -> std::io::Result<(String, u64)> {
+        drop(self.tx);
+        outcome(self.done).await
+    }
+}
+
+/// What the writing thread `done` of a [`SpoolWriter`] ended with.
+async fn outcome(
+    done: Option<tokio::task::JoinHandle<std::io::Result<(String, u64)>>>,
+) -> std::io::Result<(String, u64)> {
+    match done {
+        Some(done) => done.await.map_err(std::io::Error::other)?,
+        None => Err(std::io::Error::other("the spool writer failed before")),
+    }
+}
+
 /// Chunks a checked download reads ahead of the upload it feeds.
 const READ_AHEAD: usize = 4;
 
@@ -239,6 +303,36 @@ mod tests {
         assert!(err.to_string().contains(&sha), "{err}");
         // Everything was passed on; only the end is refused.
         assert_eq!(out.len(), tampered.len());
+    }
+
+    #[tokio::test]
+    async fn the_spool_writer_writes_and_hashes_every_chunk_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spooled");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = SpoolWriter::create(&path);
+        for c in data.chunks(100_000) {
+            w.write(bytes::Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        let (sha, size) = w.finish().await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+
+        // A spool that cannot be written fails the transfer, not silently.
+        let mut w = SpoolWriter::create(&dir.path().join("missing").join("spooled"));
+        let mut failed = None;
+        for _ in 0..100 {
+            if let Err(e) = w.write(bytes::Bytes::from_static(b"x")).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = match failed {
+            Some(e) => e,
+            None => w.finish().await.unwrap_err(),
+        };
+        assert_eq!(failed.kind(), std::io::ErrorKind::NotFound, "{failed}");
     }
 
     #[tokio::test]
