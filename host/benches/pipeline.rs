@@ -21,19 +21,21 @@
 //! `WHARF_BENCH_PARALLEL` the files (and connections) in flight (default 8).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use wharf::flow::inbound::Outcome;
 use wharf::ledger::{Ledger, State};
 use wharf::runtime::Runtime;
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{NodeKind, Repository};
-use wharf_tests::servers::{FtpTls, Sshd, Vsftpd, VsftpdOptions};
+use wharf_tests::bench::{
+    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, large_label, median,
+    print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
+    throughput_target, timed, write_large,
+};
 
 /// Files (and connections) in flight, for wharf and rclone alike
 /// (`WHARF_BENCH_PARALLEL`, default 8).
@@ -48,10 +50,10 @@ fn parallel() -> usize {
 fn streams() -> usize {
     parallel().min(4)
 }
-const SMALL_SIZE: usize = 10 * 1024;
 const PARTNER: &str = "bench";
 const CHILD_ENV: &str = "WHARF_BENCH_CHILD";
-const RSS_TARGET: u64 = 64 << 20;
+
+type Row = wharf_tests::bench::Row<ChildReport>;
 
 /// What the child reports on its one line of stdout.
 #[derive(Debug, Default)]
@@ -133,79 +135,18 @@ fn parse_report(line: &str) -> ChildReport {
         bytes: v["bytes"].as_u64().unwrap_or(0),
         file_secs: v["file_secs"].as_f64().unwrap_or(0.0),
         plugin_secs: v["plugin_secs"].as_f64().unwrap_or(0.0),
-        problems: v["problems"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| p.as_str().unwrap_or("").to_owned())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        problems: serde_json::from_value(v["problems"].clone()).unwrap_or_default(),
     }
 }
 
-/// Runs `cmd` to its end; returns (wall seconds, peak RSS in bytes, CPU
-/// seconds (user + system), stdout).
-// The child is reaped with wait4 (which also reports its peak RSS), not Child::wait.
-#[allow(clippy::zombie_processes)]
-fn timed(cmd: &mut Command) -> (f64, u64, f64, String) {
-    let t = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut out)
-        .expect("reading the child's stdout");
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let secs = t.elapsed().as_secs_f64();
-    assert!(
-        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed (status {status:#x}); stdout: {out}"
-    );
-    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        secs,
-        usage.ru_maxrss as u64 * 1024,
-        cpu(usage.ru_utime) + cpu(usage.ru_stime),
-        out,
-    )
+/// The partner's inbox: the folder wharf polls and rclone copies from.
+fn inbox(server: &Server) -> PathBuf {
+    server.root.join("inbox")
 }
 
-/// One server as both tools see it.
-struct Server {
-    proto: &'static str,
-    /// The folder the user sees as the partner root.
-    root: PathBuf,
-    owner: String,
-    /// The `[[partner]]` lines naming the endpoint and its credentials.
-    endpoint_toml: String,
-}
-
-impl Server {
-    fn inbox(&self) -> PathBuf {
-        self.root.join("inbox")
-    }
-    fn archive(&self) -> PathBuf {
-        self.root.join("archive")
-    }
-    fn chown(&self) {
-        let st = Command::new("chown")
-            .args(["-R", &self.owner])
-            .arg(&self.root)
-            .status()
-            .expect("chown");
-        assert!(st.success(), "chown failed");
-    }
+/// Where wharf moves the files it has filed.
+fn archive(server: &Server) -> PathBuf {
+    server.root.join("archive")
 }
 
 /// A workload: the files seeded into the inbox.
@@ -227,52 +168,40 @@ impl Workload {
 }
 
 fn small_file(i: usize) -> Vec<u8> {
-    // Distinct content per file: the repository stores equal content once.
-    let mut data: Vec<u8> = (0..SMALL_SIZE)
-        .map(|j| ((i * 31 + j * 7) % 251) as u8)
-        .collect();
+    let mut data = small_content(i);
     data[..8].copy_from_slice(&(i as u64).to_le_bytes());
     data
 }
 
 fn seed_small(server: &Server, n: usize) -> Workload {
-    let inbox = server.inbox();
+    let inbox = inbox(server);
     std::fs::create_dir_all(&inbox).unwrap();
     let files = (0..n)
         .map(|i| {
             let name = format!("f{i:05}.dat");
             let data = small_file(i);
             std::fs::write(inbox.join(&name), &data).unwrap();
-            (name, hex::encode(Sha256::digest(&data)))
+            (name, sha256(&data))
         })
         .collect();
     server.chown();
     Workload {
-        label: format!("{n} x 10 KiB"),
+        label: small_label(n),
         files,
         size: SMALL_SIZE as u64,
     }
 }
 
 fn seed_large(server: &Server, size: u64) -> Workload {
-    let inbox = server.inbox();
+    let inbox = inbox(server);
     std::fs::create_dir_all(&inbox).unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(inbox.join("big.bin")).unwrap());
-    let mut hasher = Sha256::new();
-    let mut chunk: Vec<u8> = (0..1u32 << 20)
-        .map(|j| (j.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    for i in 0..size / (1 << 20) {
-        chunk[..8].copy_from_slice(&i.to_le_bytes());
-        hasher.update(&chunk);
-        f.write_all(&chunk).unwrap();
-    }
-    f.flush().unwrap();
-    drop(f);
+    let sha = write_large(&inbox.join("big.bin"), size, |i, chunk| {
+        chunk[..8].copy_from_slice(&i.to_le_bytes())
+    });
     server.chown();
     Workload {
-        label: format!("1 x {} MiB", size >> 20),
-        files: vec![("big.bin".into(), hex::encode(hasher.finalize()))],
+        label: large_label(size),
+        files: vec![("big.bin".into(), sha)],
         size,
     }
 }
@@ -291,12 +220,12 @@ fn names_in(dir: &Path) -> BTreeSet<String> {
 /// Put archived files back into the inbox (same bytes), for the next run.
 fn restore_inbox(server: &Server, w: &Workload) {
     for (name, _) in &w.files {
-        let from = server.archive().join(name);
+        let from = archive(server).join(name);
         if from.exists() {
-            std::fs::rename(&from, server.inbox().join(name)).unwrap();
+            std::fs::rename(&from, inbox(server).join(name)).unwrap();
         }
     }
-    let have = names_in(&server.inbox());
+    let have = names_in(&inbox(server));
     assert_eq!(
         have.len(),
         w.files.len(),
@@ -305,104 +234,51 @@ fn restore_inbox(server: &Server, w: &Workload) {
     );
 }
 
-fn sha256_file(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut f, &mut hasher).unwrap();
-    hex::encode(hasher.finalize())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 struct Bench {
-    work: PathBuf,
     plugins_dir: PathBuf,
-    /// A warmed compiled-plugin cache, copied into every state folder.
-    cache: PathBuf,
-    runs: usize,
+    states: States,
 }
 
 impl Bench {
     fn config(&self, server: &Server, state: &Path) -> PathBuf {
         let parallel = parallel();
-        // The server sees as many connections as rclone's transfers; more
-        // files are in flight, so one file's repository and ledger work
-        // overlaps the others' transfers.
-        let in_flight = parallel * 4;
-        let text = format!(
-            "[runtime]\nstate_dir = {state:?}\nplugins_dir = {plugins:?}\nmax_concurrent_files = {in_flight}\n\n\
-             [ecm]\nkind = \"embedded\"\n\n\
-             [[partner]]\nid = \"{PARTNER}\"\nplugin = \"trivial.wasm\"\n{endpoint}\
-             poll_interval_secs = 1\nconcurrency = {in_flight}\nmax_connections = {parallel}\n\
-             complete = {{ stable_polls = 1, min_age_secs = 0 }}\n",
-            state = state.display().to_string(),
-            plugins = self.plugins_dir.display().to_string(),
-            endpoint = server.endpoint_toml,
-        );
-        let path = state.with_extension("toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn fresh_state(&mut self, server: &Server) -> PathBuf {
-        self.runs += 1;
-        let state = self
-            .work
-            .join(format!("state-{}-{}", server.proto, self.runs));
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).unwrap();
-        if self.cache.exists() {
-            copy_dir(&self.cache, &state.join("cache"));
+        RunConfig {
+            plugins_dir: &self.plugins_dir,
+            partner: PARTNER,
+            plugin: "trivial.wasm",
+            // The server sees as many connections as rclone's transfers;
+            // more files are in flight, so one file's repository and ledger
+            // work overlaps the others' transfers.
+            in_flight: parallel * 4,
+            connections: parallel,
+            extra: "",
         }
-        state
+        .write(server, state)
     }
 
     /// One cycle of the runtime in a child process.
-    fn run_child(&self, config: &Path) -> (f64, u64, f64, ChildReport) {
-        let exe = std::env::current_exe().expect("own executable");
-        let (secs, rss, cpu, out) =
-            timed(wharf_tests::servers::wrapped(&exe).env(CHILD_ENV, config));
-        (
-            secs,
-            rss,
-            cpu,
-            parse_report(out.lines().last().unwrap_or("")),
-        )
+    fn run_child(&self, config: &Path) -> (Measured, ChildReport) {
+        let m = run_self(CHILD_ENV, config);
+        let report = parse_report(m.last_line());
+        (m, report)
     }
 
     /// Warm the compiled-plugin cache with a cycle over an empty inbox.
     fn warm(&mut self, server: &Server) {
-        std::fs::create_dir_all(server.inbox()).unwrap();
+        std::fs::create_dir_all(inbox(server)).unwrap();
         server.chown();
-        let state = self.fresh_state(server);
-        let (_, _, _, report) = self.run_child(&self.config(server, &state));
+        let state = self.states.fresh(server.proto, None);
+        let (_, report) = self.run_child(&self.config(server, &state));
         assert!(report.problems.is_empty(), "warm-up: {:?}", report.problems);
-        let cache = state.join("cache");
-        assert!(
-            std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0) > 0,
-            "the warm-up left no compiled plugin in {}",
-            cache.display()
-        );
-        copy_dir(&cache, &self.cache);
-        let _ = std::fs::remove_dir_all(&state);
+        self.states.keep_cache(&state);
     }
 
     /// wharf over `w` (seeded in the inbox): returns the row after checking
     /// that every file was filed, recorded and stored.
     fn wharf(&mut self, server: &Server, w: &Workload) -> Row {
-        let state = self.fresh_state(server);
+        let state = self.states.fresh(server.proto, None);
         let config = self.config(server, &state);
-        let (secs, rss, cpu, report) = self.run_child(&config);
+        let (m, report) = self.run_child(&config);
         let n = w.files.len();
         assert!(
             report.problems.is_empty() && report.filed == n && report.files == n,
@@ -415,23 +291,15 @@ impl Bench {
         );
         assert_eq!(report.bytes, w.bytes(), "bytes received");
         verify_state(&state, w);
-        let left = names_in(&server.inbox());
+        let left = names_in(&inbox(server));
         assert!(left.is_empty(), "files left in the inbox: {left:?}");
-        let archived = names_in(&server.archive());
+        let archived = names_in(&archive(server));
         assert_eq!(archived.len(), n, "files in the archive folder");
         let _ = std::fs::remove_dir_all(&state);
         let _ = std::fs::remove_file(&config);
-        Row {
-            proto: server.proto,
-            what: w.label.clone(),
-            tool: "wharf",
-            secs,
-            files: n,
-            bytes: w.bytes(),
-            rss,
-            cpu,
-            child: Some(report),
-        }
+        let mut row = Row::new(server.proto, &w.label, "wharf", &m, n, w.bytes());
+        row.child = Some(report);
+        row
     }
 }
 
@@ -497,138 +365,16 @@ fn verify_state(state: &Path, w: &Workload) {
     });
 }
 
-struct Row {
-    proto: &'static str,
-    what: String,
-    tool: &'static str,
-    secs: f64,
-    files: usize,
-    bytes: u64,
-    rss: u64,
-    /// CPU seconds of the measured process (user + system).
-    cpu: f64,
-    child: Option<ChildReport>,
-}
-
-impl Row {
-    fn files_per_s(&self) -> f64 {
-        self.files as f64 / self.secs
-    }
-    fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / self.secs / 1e6
-    }
-}
-
-fn obscure(pw: &str) -> String {
-    let out = Command::new("rclone")
-        .args(["obscure", pw])
-        .output()
-        .expect("rclone obscure");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn median(mut rows: Vec<Row>) -> Row {
-    rows.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-    let rss = rows.iter().map(|r| r.rss).max().unwrap_or(0);
-    let mid = rows.len() / 2;
-    let mut row = rows.swap_remove(mid);
-    row.rss = rss;
-    row
-}
-
-fn verdict(ok: bool, good: &str, bad: &str) -> String {
-    if ok { good.into() } else { bad.into() }
-}
-
 fn main() {
     if let Ok(config) = std::env::var(CHILD_ENV) {
         child(&config);
         return;
     }
     // `cargo bench` passes --bench; nothing to parse.
-    let quick = std::env::var("WHARF_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let (n_small, large) = if quick {
-        (100, 64u64 << 20)
-    } else {
-        (1000, 1u64 << 30)
-    };
-    let reps: usize = std::env::var("WHARF_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    if Command::new("rclone")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
-        println!("pipeline benchmark skipped: rclone is not installed (apt-get install rclone)");
+    let Some(setup) = Setup::start("pipeline", "trivial", 2 * parallel() + 2) else {
         return;
-    }
-    let plugin = wharf_tests::plugins::component("trivial");
-    let plugins_dir = plugin.parent().expect("plugin folder").to_path_buf();
-
-    let ftp = Vsftpd::start(VsftpdOptions {
-        tls: FtpTls::None,
-        max_per_ip: 50,
-        ..Default::default()
-    })
-    .expect("vsftpd");
-    let ssh = Sshd::start().expect("sshd");
-    let work = tempfile::Builder::new()
-        .prefix("wharf-pipeline-")
-        .tempdir()
-        .unwrap();
-    let pwfile = work.path().join("ftp.pw");
-    std::fs::write(&pwfile, &ftp.user.password).unwrap();
-    let known_hosts = ssh.known_hosts().unwrap();
-    let servers = [
-        Server {
-            proto: "ftp",
-            root: ftp.root.clone(),
-            owner: ftp.user.name.clone(),
-            endpoint_toml: format!(
-                "endpoint = \"ftp://{}@127.0.0.1:{}/\"\npassword_file = {:?}\n",
-                ftp.user.name,
-                ftp.port,
-                pwfile.display().to_string()
-            ),
-        },
-        Server {
-            proto: "sftp",
-            root: ssh.root.clone(),
-            owner: ssh.user.name.clone(),
-            endpoint_toml: format!(
-                "endpoint = \"sftp://{}@127.0.0.1:{}{}\"\nkey_file = {:?}\nhost_key = {:?}\n",
-                ssh.user.name,
-                ssh.port,
-                ssh.root.display(),
-                ssh.client_key.display().to_string(),
-                ssh.host_key
-            ),
-        },
-    ];
-    let rconf = work.path().join("rclone.conf");
-    std::fs::write(
-        &rconf,
-        format!(
-            "[ftp]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\n\
-             [sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nkey_file = {}\n\
-             known_hosts_file = {}\ndisable_hashcheck = true\nshell_type = none\n",
-            ftp.port,
-            ftp.user.name,
-            obscure(&ftp.user.password),
-            2 * parallel() + 2,
-            ssh.port,
-            ssh.user.name,
-            ssh.client_key.display(),
-            known_hosts.display(),
-        ),
-    )
-    .unwrap();
+    };
+    let (opts, work, servers) = (&setup.opts, setup.work.path(), &setup.servers);
     let rclone_args = |proto: &str| -> Vec<String> {
         let mut a: Vec<String> = vec![
             "--transfers".into(),
@@ -655,51 +401,42 @@ fn main() {
     };
 
     let mut bench = Bench {
-        work: work.path().to_path_buf(),
-        plugins_dir,
-        cache: work.path().join("plugin-cache"),
-        runs: 0,
+        plugins_dir: setup.plugins_dir.clone(),
+        states: States::new(work),
     };
-    bench.warm(&servers[0]);
+    bench.warm(&servers.all[0]);
 
     let mut rows: Vec<Row> = Vec::new();
-    let only: Vec<String> = std::env::var("WHARF_BENCH_ONLY")
-        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
-        .unwrap_or_default();
-    for server in &servers {
+    for server in &servers.all {
         for small in [true, false] {
             let kind = if small { "small" } else { "large" };
-            let case = format!("{}-{kind}", server.proto);
-            if !only.is_empty()
-                && !only
-                    .iter()
-                    .any(|o| [server.proto, kind, &case].contains(&o.as_str()))
-            {
+            if !opts.wanted(server.proto, kind) {
                 continue;
             }
-            let _ = std::fs::remove_dir_all(server.inbox());
-            let _ = std::fs::remove_dir_all(server.archive());
+            let _ = std::fs::remove_dir_all(inbox(server));
+            let _ = std::fs::remove_dir_all(archive(server));
             let w = if small {
-                seed_small(server, n_small)
+                seed_small(server, opts.small_files)
             } else {
-                seed_large(server, large)
+                seed_large(server, opts.large_bytes)
             };
             let mut wharf_rows = Vec::new();
             let mut rclone_rows = Vec::new();
-            for _ in 0..reps {
+            for _ in 0..opts.reps {
                 wharf_rows.push(bench.wharf(server, &w));
                 restore_inbox(server, &w);
 
-                let dst = work.path().join("rclone-dst");
+                let dst = work.join("rclone-dst");
                 let _ = std::fs::remove_dir_all(&dst);
-                let (secs, rss, cpu, _) = timed(
+                let m = timed(
                     Command::new("rclone")
                         .arg("copy")
                         .arg(format!("{}:inbox", server.proto))
                         .arg(&dst)
                         .arg("--config")
-                        .arg(&rconf)
+                        .arg(&servers.rclone_conf)
                         .args(rclone_args(server.proto)),
+                    None,
                 );
                 let got = names_in(&dst);
                 assert_eq!(
@@ -716,108 +453,57 @@ fn main() {
                     );
                 }
                 let _ = std::fs::remove_dir_all(&dst);
-                rclone_rows.push(Row {
-                    proto: server.proto,
-                    what: w.label.clone(),
-                    tool: "rclone",
-                    secs,
-                    files: w.files.len(),
-                    bytes: w.bytes(),
-                    rss,
-                    cpu,
-                    child: None,
-                });
+                rclone_rows.push(Row::new(
+                    server.proto,
+                    &w.label,
+                    "rclone",
+                    &m,
+                    w.files.len(),
+                    w.bytes(),
+                ));
             }
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
-            let _ = std::fs::remove_dir_all(server.inbox());
-            let _ = std::fs::remove_dir_all(server.archive());
+            let _ = std::fs::remove_dir_all(inbox(server));
+            let _ = std::fs::remove_dir_all(archive(server));
         }
     }
-    print_rows(&rows, reps, quick);
+    print_rows(&rows, opts);
 }
 
-fn print_rows(rows: &[Row], reps: usize, quick: bool) {
-    println!(
-        "\n{:<5} {:<14} {:<7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13}",
-        "proto", "workload", "tool", "secs", "CPU s", "files/s", "MB/s", "peak RSS", "wharf/rclone"
-    );
-    for r in rows {
-        let ratio = if r.tool == "wharf" {
-            let base = rows
-                .iter()
-                .find(|b| b.proto == r.proto && b.what == r.what && b.tool == "rclone")
-                .expect("rclone row");
-            let ratio = if r.files > 1 {
-                r.files_per_s() / base.files_per_s()
-            } else {
-                r.mb_per_s() / base.mb_per_s()
-            };
-            format!("{ratio:.2}x")
-        } else {
-            String::new()
-        };
-        let files_per_s = if r.files > 1 {
-            format!("{:.0}", r.files_per_s())
-        } else {
-            "-".to_owned()
-        };
-        println!(
-            "{:<5} {:<14} {:<7} {:>8.2} {:>8.2} {:>8} {:>8.1} {:>6.1} MiB {:>13}",
-            r.proto,
-            r.what,
-            r.tool,
-            r.secs,
-            r.cpu,
-            files_per_s,
-            r.mb_per_s(),
-            r.rss as f64 / 1048576.0,
-            ratio
-        );
-    }
+fn print_rows(rows: &[Row], opts: &Options) {
+    print_table(rows, 7);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
         let c = r
             .child
             .as_ref()
             .expect("wharf rows carry the child's report");
-        let base = rows
-            .iter()
-            .find(|b| b.proto == r.proto && b.what == r.what && b.tool == "rclone")
-            .expect("rclone row");
-        let ratio = if r.files > 1 {
-            r.files_per_s() / base.files_per_s()
-        } else {
-            r.mb_per_s() / base.mb_per_s()
-        };
+        let ratio = r.ratio(r.peer(rows, "rclone").expect("rclone row"));
         let mut line = format!(
             "{} {}: open {:.2} s, once() {:.2} s, mean per file {:.1} ms (plugin {:.2} ms); \
-             throughput vs rclone target ≥ 1.0: {}",
+             {}",
             r.proto,
             r.what,
             c.open_secs,
             c.once_secs,
             c.file_secs / r.files as f64 * 1e3,
             c.plugin_secs / r.files as f64 * 1e3,
-            verdict(ratio >= 1.0, "meets target", "BELOW TARGET"),
+            throughput_target(ratio),
         );
         if r.files == 1 {
-            line.push_str(&format!(
-                "; peak RSS target < 64 MiB: {}",
-                verdict(r.rss < RSS_TARGET, "meets target", "ABOVE TARGET")
-            ));
+            line.push_str(&format!("; {}", rss_target(r.rss)));
         }
         println!("{line}");
     }
     let (parallel, streams) = (parallel(), streams());
     let in_flight = parallel * 4;
     println!(
-        "\n({} of {reps} round(s){}; wall time from spawn to exit of a separate process for both tools, its CPU time (user + system; the servers' not included) and peak RSS from wait4; \
+        "\n({}; \
          wharf: one Runtime::once cycle with max_connections = {parallel} and {in_flight} files in flight (concurrency, max_concurrent_files), \
          trivial plugin, embedded repository (fsynced blobs and metadata), ledger, archive move on the server; \
          rclone copy --transfers {parallel} --checkers {parallel}, no fsync, multi-thread {streams} streams from 64M on sftp, single stream on ftp; \
          wharf fetches an SFTP file of 64 MiB or more as {streams} ranges, an FTP file in one stream)",
-        if reps > 1 { "median" } else { "result" },
-        if quick { ", quick mode" } else { "" },
+        opts.note(),
     );
 }
