@@ -274,15 +274,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// At most this much of a refused request's body is read before the
+/// refusal is sent, and for at most [`DRAIN_TIME`].
+const DRAIN_BYTES: usize = 4 << 20;
+
+/// See [`DRAIN_BYTES`].
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Lets a request through only with the configured bearer token. Runs
-/// before the body is read.
+/// before the body is read; a refused request's body is read (within
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`]) and dropped, so a client still
+/// sending it receives the refusal rather than a reset connection.
 async fn authorize(State(state): State<PluginState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "no admin token configured: set runtime.admin_token_env or runtime.admin_token_file and restart the service",
-        );
-    };
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -290,22 +293,36 @@ async fn authorize(State(state): State<PluginState>, request: Request, next: Nex
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    let refuse = |message: &str| {
-        let mut response = error(StatusCode::UNAUTHORIZED, message);
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        response
-    };
-    match given {
-        None => refuse("an admin token is required (Authorization: Bearer <token>)"),
-        Some(given) if !token.matches(given) => {
-            tracing::warn!(path = %request.uri().path(), "admin request with a wrong token refused");
-            refuse("wrong admin token")
+    let response = match (&state.token, given) {
+        (None, _) => error(
+            StatusCode::FORBIDDEN,
+            "no admin token configured: set runtime.admin_token_env or runtime.admin_token_file and restart the service",
+        ),
+        (Some(_), None) => {
+            unauthorized("an admin token is required (Authorization: Bearer <token>)")
         }
-        Some(_) => next.run(request).await,
-    }
+        (Some(token), Some(given)) if !token.matches(given) => {
+            tracing::warn!(path = %request.uri().path(), "admin request with a wrong token refused");
+            unauthorized("wrong admin token")
+        }
+        (Some(_), Some(_)) => return next.run(request).await,
+    };
+    let _ = tokio::time::timeout(
+        DRAIN_TIME,
+        axum::body::to_bytes(request.into_body(), DRAIN_BYTES),
+    )
+    .await;
+    response
+}
+
+/// A 401 refusal asking for a bearer token.
+fn unauthorized(message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn at(t: SystemTime) -> String {
