@@ -1231,8 +1231,26 @@ impl Embedded {
                 return;
             }
         };
-        let answers: Vec<_> = jobs.into_iter().map(|j| j.run(&tx, &actor)).collect();
-        let failed = tx.commit().err().map(EcmError::from);
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut aborted = None;
+        for job in jobs {
+            // A failure SQLite answers by rolling the whole transaction back
+            // (a full disk, an I/O error) ends the group: a later savepoint
+            // would otherwise start and commit a transaction of its own.
+            if aborted.is_none() && tx.is_autocommit() {
+                aborted = Some(EcmError::storage(
+                    "the group commit's transaction was rolled back",
+                ));
+            }
+            match &aborted {
+                Some(e) => job.refuse(e),
+                None => answers.push(job.run(&tx, &actor)),
+            }
+        }
+        let failed = match aborted {
+            Some(e) => Some(e),
+            None => tx.commit().err().map(EcmError::from),
+        };
         *self.inner.last_commit.lock().unwrap() = Some(std::time::Instant::now());
         for answer in answers {
             answer(failed.as_ref());
@@ -1731,10 +1749,12 @@ fn search_in(c: &Connection, q: &SearchQuery, offset: u32, limit: u32) -> Result
             i
         ));
     }
+    // Prepared afresh: the text varies with the query and the page, and
+    // would crowd the stores' statements out of the cache.
     let total: i64 = c
-        .prepare_cached(&format!("SELECT COUNT(*) {sql}"))?
+        .prepare(&format!("SELECT COUNT(*) {sql}"))?
         .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
-    let mut st = c.prepare_cached(&format!(
+    let mut st = c.prepare(&format!(
         "SELECT {NODE_COLS} {sql} ORDER BY n.id LIMIT {limit} OFFSET {offset}"
     ))?;
     let rows = st
