@@ -1059,36 +1059,47 @@ impl<R: Repository + 'static> Inbound<R> {
         }
         // Receiving here, hashing and writing on the spool writer's thread.
         let mut spool = SpoolWriter::create(dest);
-        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
-        let mut total = 0u64;
         let bar = self.bar(entry);
-        loop {
-            buf.reserve(CHUNK);
-            let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
+        let received = async {
+            let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+            let mut total = 0u64;
+            loop {
+                buf.reserve(CHUNK);
+                let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                if buf.len() >= CHUNK / 2 {
+                    spool
+                        .write(buf.split().freeze())
+                        .await
+                        .map_err(|e| format!("spool: {e}"))?;
+                }
+                if let Some(bar) = &bar {
+                    bar.set_position(total);
+                }
+                if total > entry.size {
+                    // Still growing: stop rather than spool without bound.
+                    break;
+                }
             }
-            total += n as u64;
-            if buf.len() >= CHUNK / 2 {
+            if !buf.is_empty() {
                 spool
-                    .write(buf.split().freeze())
+                    .write(buf.freeze())
                     .await
                     .map_err(|e| format!("spool: {e}"))?;
             }
-            if let Some(bar) = &bar {
-                bar.set_position(total);
-            }
-            if total > entry.size {
-                // Still growing: stop rather than spool without bound.
-                break;
-            }
+            Ok::<u64, String>(total)
         }
-        if !buf.is_empty() {
-            spool
-                .write(buf.freeze())
-                .await
-                .map_err(|e| format!("spool: {e}"))?;
-        }
+        .await;
+        let total = match received {
+            Ok(total) => total,
+            Err(e) => {
+                spool.abort().await;
+                return Err(e);
+            }
+        };
         let (sha, written) = spool.finish().await.map_err(|e| format!("spool: {e}"))?;
         debug_assert_eq!(written, total);
         if let Some(bar) = bar {

@@ -363,30 +363,36 @@ impl<R: Repository + 'static> Outbound<R> {
             .map_err(fail)
     }
 
-    /// Remove the spool file of `d`, if its version was large enough to
-    /// have one.
+    /// Remove the spool file of `d`, if it has one.
     fn drop_spool(&self, d: &Delivery) {
-        if d.size > IN_MEMORY_MAX {
-            let _ = std::fs::remove_file(self.spool_path(d.id));
-        }
+        // Small versions have none now, but may have from an earlier run.
+        let _ = std::fs::remove_file(self.spool_path(d.id));
     }
 
-    /// The version's bytes (a small version in memory, a larger one in
-    /// the spool), with their SHA-256.
+    /// The bytes of version `latest` of `node` (a small version in memory,
+    /// a larger one in the spool), with their SHA-256; refused unless they
+    /// are as many as the version's recorded size.
     async fn fetch(
         &self,
         node: NodeId,
-        version: u32,
+        latest: &ecm::Version,
         id: i64,
     ) -> Result<(Spooled, String), String> {
         let stream = self
             .repo()
-            .download(node, Some(version))
+            .download(node, Some(latest.number))
             .await
             .map_err(fail)?;
-        Spooled::collect(stream, &self.spool_path(id))
+        let (spooled, sha, size) = Spooled::collect(stream, &self.spool_path(id))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if size != latest.size {
+            return Err(format!(
+                "the repository gave {size} bytes of version {}, recorded as {} bytes",
+                latest.number, latest.size
+            ));
+        }
+        Ok((spooled, sha))
     }
 
     async fn advance(
@@ -417,7 +423,7 @@ impl<R: Repository + 'static> Outbound<R> {
                     (ExportContent::Stream(stream), sha)
                 }
                 recorded => {
-                    let (spool, sha) = self.fetch(doc.id, latest.number, id).await?;
+                    let (spool, sha) = self.fetch(doc.id, latest, id).await?;
                     if recorded.is_some_and(|r| r != sha) {
                         return Err(format!(
                             "the repository's content of version {} does not match its checksum",
@@ -544,7 +550,7 @@ impl<R: Repository + 'static> Outbound<R> {
                             .await
                             .map_err(fail)?;
                         let named = delivery.sha256.clone().unwrap_or_default();
-                        Box::new(verified_download(stream, &named))
+                        Box::new(verified_download(stream, &named, delivery.size))
                     }
                 };
                 let sent = match endpoint.write_atomic(&path, &mut reader, None).await {

@@ -101,17 +101,20 @@ impl Spooled {
 
     /// Read `stream` to its end, hashing it: into memory while it stays
     /// within [`IN_MEMORY_MAX`], else into the file `path` (created or
-    /// truncated, with its folder). Returns the bytes and their SHA-256.
+    /// truncated, with its folder). Returns the bytes, their SHA-256 and
+    /// their size.
     pub(crate) async fn collect(
         mut stream: ecm::ByteStream,
         path: &Path,
-    ) -> Result<(Spooled, String), SpoolError> {
+    ) -> Result<(Spooled, String, u64), SpoolError> {
         let mut hasher = Sha256::new();
         let mut memory = Vec::new();
         let mut file: Option<tokio::fs::File> = None;
+        let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(SpoolError::Source)?;
             hasher.update(&chunk);
+            size += chunk.len() as u64;
             match &mut file {
                 Some(f) => f.write_all(&chunk).await.map_err(SpoolError::Spool)?,
                 None if (memory.len() + chunk.len()) as u64 <= IN_MEMORY_MAX => {
@@ -140,7 +143,7 @@ impl Spooled {
             }
             None => Spooled::Memory(memory.into()),
         };
-        Ok((spooled, hex::encode(hasher.finalize())))
+        Ok((spooled, hex::encode(hasher.finalize()), size))
     }
 }
 
@@ -201,6 +204,13 @@ impl SpoolWriter {
         })
     }
 
+    /// Stop writing (the transfer failed) and wait until the writing
+    /// thread has let go of the file, so a retry never writes beside it.
+    pub(crate) async fn abort(self) {
+        drop(self.tx);
+        let _ = outcome(self.done).await;
+    }
+
     /// Wait until everything queued is written; returns the SHA-256 and
     /// the size of what was written.
     pub(crate) async fn finish(self) -> std::io::Result<(String, u64)> {
@@ -222,41 +232,77 @@ async fn outcome(
 /// Chunks a checked download reads ahead of the upload it feeds.
 const READ_AHEAD: usize = 4;
 
+/// What the hashing task of [`verified_download`] passes on.
+enum Checked {
+    /// Bytes, not yet checked.
+    Bytes(bytes::Bytes),
+    /// All bytes passed on; they are the expected ones.
+    Verified,
+    /// The download failed, or its bytes are not the expected ones.
+    Failed(std::io::Error),
+}
+
 /// A repository download as a reader that checks, before its end, that the
-/// bytes have the SHA-256 `expected`: a mismatch is an error instead of the
-/// end, so an upload fed from it fails (and is not renamed into place). A
-/// task of its own reads and hashes ahead, so hashing overlaps the upload.
+/// bytes are `size` bytes with the SHA-256 `expected`: a mismatch (or a
+/// check that never came) is an error instead of the end, so an upload fed
+/// from it fails and is not renamed into place. A task of its own reads and
+/// hashes ahead, so hashing overlaps the upload.
 pub(crate) fn verified_download(
     mut stream: ecm::ByteStream,
     expected: &str,
+    size: u64,
 ) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Checked>(READ_AHEAD);
     let expected = expected.to_ascii_lowercase();
     tokio::spawn(async move {
         let mut hasher = Sha256::new();
+        let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(std::io::Error::other);
-            if let Ok(bytes) = &chunk {
-                hasher.update(bytes);
-            }
-            let failed = chunk.is_err();
+            let message = match chunk {
+                Ok(bytes) => {
+                    hasher.update(&bytes);
+                    total += bytes.len() as u64;
+                    Checked::Bytes(bytes)
+                }
+                Err(e) => Checked::Failed(std::io::Error::other(e)),
+            };
+            let failed = matches!(message, Checked::Failed(_));
             // The reader was dropped (the upload failed): stop reading.
-            if tx.send(chunk).await.is_err() || failed {
+            if tx.send(message).await.is_err() || failed {
                 return;
             }
         }
         let got = hex::encode(hasher.finalize());
-        if got != expected {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("the content's SHA-256 is {got}, not the recorded {expected}"),
-                )))
-                .await;
-        }
+        let verdict = if total != size {
+            Checked::Failed(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the content has {total} bytes, not the recorded {size}"),
+            ))
+        } else if got != expected {
+            Checked::Failed(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the content's SHA-256 is {got}, not the recorded {expected}"),
+            ))
+        } else {
+            Checked::Verified
+        };
+        let _ = tx.send(verdict).await;
     });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // Ends only after the verdict; a task gone without one is an error.
+    let chunks = futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Checked::Bytes(b)) => Some((Ok(b), Some(rx))),
+            Some(Checked::Verified) => None,
+            Some(Checked::Failed(e)) => Some((Err(e), None)),
+            None => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the download ended without its check",
+                )),
+                None,
+            )),
+        }
     });
     tokio_util::io::StreamReader::new(Box::pin(chunks))
 }
@@ -286,7 +332,7 @@ mod tests {
         let data = b"delivered bytes".repeat(100_000);
         let sha = hex::encode(Sha256::digest(&data));
         let mut out = Vec::new();
-        verified_download(chunked(&data), &sha.to_uppercase())
+        verified_download(chunked(&data), &sha.to_uppercase(), data.len() as u64)
             .read_to_end(&mut out)
             .await
             .unwrap();
@@ -295,7 +341,7 @@ mod tests {
         let mut tampered = data.clone();
         tampered[500_000] ^= 1;
         let mut out = Vec::new();
-        let err = verified_download(chunked(&tampered), &sha)
+        let err = verified_download(chunked(&tampered), &sha, data.len() as u64)
             .read_to_end(&mut out)
             .await
             .unwrap_err();
@@ -303,6 +349,29 @@ mod tests {
         assert!(err.to_string().contains(&sha), "{err}");
         // Everything was passed on; only the end is refused.
         assert_eq!(out.len(), tampered.len());
+
+        // Short content is refused, whatever its checksum.
+        let short = &data[..data.len() - 1];
+        let err = verified_download(
+            chunked(short),
+            &hex::encode(Sha256::digest(short)),
+            data.len() as u64,
+        )
+        .read_to_end(&mut Vec::new())
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+
+        // A source that fails mid-way fails the reader.
+        let failing: ecm::ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(bytes::Bytes::from_static(b"some")),
+            Err(ecm::EcmError::storage("disk gone")),
+        ]));
+        let err = verified_download(failing, &sha, data.len() as u64)
+            .read_to_end(&mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
     #[tokio::test]
@@ -345,7 +414,8 @@ mod tests {
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let path = dir.path().join("spool").join(len.to_string());
-            let (spooled, sha) = Spooled::collect(chunked(&data), &path).await.unwrap();
+            let (spooled, sha, size) = Spooled::collect(chunked(&data), &path).await.unwrap();
+            assert_eq!(size, data.len() as u64);
             assert_eq!(sha, hex::encode(Sha256::digest(&data)));
             assert_eq!(matches!(spooled, Spooled::Memory(_)), in_memory, "{len}");
             assert_eq!(path.exists(), !in_memory);
