@@ -77,7 +77,7 @@ pub(crate) async fn store_spooled<R: Repository>(
 }
 
 /// SHA-256 of a local file, on a blocking thread.
-pub async fn hash_file(path: PathBuf) -> std::io::Result<String> {
+pub(crate) async fn hash_file(path: PathBuf) -> std::io::Result<String> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
         let mut hasher = Sha256::new();
