@@ -157,15 +157,14 @@ async fn wharf_large(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64
         .size;
     // Ranges in parallel into a temporary name, then renamed into place, as
     // rclone's multi-thread download does (4 streams by default).
+    // Durably: whole chunks written with direct I/O, the file fsynced.
     let temp = dst.join(".big.bin.part");
-    wharf_endpoint::download_segmented(ep.as_ref(), &remote, size, &temp, TRANSFERS)
-        .await
-        .unwrap();
     if sync {
-        tokio::fs::File::open(&temp)
+        wharf_endpoint::download_durable(ep.as_ref(), &remote, size, &temp, TRANSFERS)
             .await
-            .unwrap()
-            .sync_all()
+            .unwrap();
+    } else {
+        wharf_endpoint::download_segmented(ep.as_ref(), &remote, size, &temp, TRANSFERS)
             .await
             .unwrap();
     }
@@ -486,7 +485,7 @@ async fn main() {
     println!(
         "\n(median of {reps} rounds; wharf peak RSS is this whole process's high-water mark, reset before each run; \
          {TRANSFERS} parallel transfers for wharf and rclone; large file {large_mib} MiB;\n \
-         wharf fsyncs each file before renaming it into place, wharf* does not, like rclone and curl;\n \
+         wharf fsyncs each file before renaming it into place (the large one written with direct I/O), wharf* does not, like rclone and curl;\n \
          over FTPS wharf and curl verify the throwaway CA, rclone skips verification)"
     );
 }

@@ -25,7 +25,7 @@ pub use config::{CommonConfig, RetryPolicy, Secret, SecretSource, TempNaming};
 pub use error::{Error, Result};
 pub use io::{Progress, ProgressReader};
 pub use path::RemotePath;
-pub use segmented::download_segmented;
+pub use segmented::{download_durable, download_segmented};
 
 /// A tracing/env-filter directive that hosts add to their log filter: suppaftp traces
 /// every control command, including the `PASS` line, at `trace` level.

@@ -300,8 +300,8 @@ pub async fn big_round_trip(ep: &dyn Endpoint, len: u64, max_rss: u64) {
     ep.delete(&path).await.unwrap();
 }
 
-/// A file read as parallel ranges equals the file; a wrong listed size is
-/// detected whichever way it is wrong. `seed` puts `data` at `rel` on the
+/// A file read as parallel ranges (or durably) equals the file; a wrong
+/// listed size is detected whichever way it is wrong. `seed` puts `data` at `rel` on the
 /// endpoint's server.
 pub async fn ranged_download_matches(ep: &dyn Endpoint, seed: impl Fn(&str, &[u8])) {
     let data = pattern(3 * 1024 * 1024 + 7, 42);
@@ -325,6 +325,17 @@ pub async fn ranged_download_matches(ep: &dyn Endpoint, seed: impl Fn(&str, &[u8
             "{segments} ranges differ"
         );
     }
+    // Durably: whole chunks with direct I/O, the 7-byte tail through the
+    // page cache, the file fsynced.
+    let durable = dir.path().join("durable.bin");
+    let n = wharf_endpoint::download_durable(ep, &remote, data.len() as u64, &durable, 4)
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert!(
+        std::fs::read(&durable).unwrap() == data,
+        "durable copy differs"
+    );
     let shorter =
         wharf_endpoint::segmented::download_ranges(ep, &remote, data.len() as u64 - 1, &dest, 4)
             .await;
