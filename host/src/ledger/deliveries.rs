@@ -209,7 +209,6 @@ impl Ledger {
                     size as i64,
                     t
                 ])?;
-                drop(st);
                 DeliveryClaim::New(get(&tx, tx.last_insert_rowid())?)
             }
         };
@@ -225,23 +224,32 @@ impl Ledger {
         set: &str,
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<Delivery, LedgerError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current = get(&tx, id)?;
-        if !from.contains(&current.state) {
-            return Err(LedgerError::DeliveryStep {
-                id,
-                actual: current.state,
-                to,
-            });
-        }
-        let sql = format!("UPDATE deliveries SET state = ?1, updated_at = ?2{set} WHERE id = ?3");
+        let conn = self.conn();
+        // One statement, committed on its own: the state is checked and
+        // changed atomically, and the changed row comes back.
+        let states = from
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE deliveries SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state IN ({states}) \
+             RETURNING {COLUMNS}"
+        );
         let (to_s, t) = (to.as_str(), now());
         let mut all: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &t, &id];
         all.extend_from_slice(values);
-        tx.prepare_cached(&sql)?.execute(all.as_slice())?;
-        let d = get(&tx, id)?;
-        tx.commit()?;
+        let updated = conn
+            .prepare_cached(&sql)?
+            .query_row(all.as_slice(), row)
+            .optional()?;
+        let Some(d) = updated else {
+            return Err(LedgerError::DeliveryStep {
+                id,
+                actual: get(&conn, id)?.state,
+                to,
+            });
+        };
         drop(conn);
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

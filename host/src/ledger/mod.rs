@@ -386,28 +386,31 @@ impl Ledger {
                 to,
             });
         }
-        let mut conn = self.conn();
-
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        // One statement, committed on its own: the state is checked and
+        // changed atomically, and the changed row comes back.
         let sql = format!(
-            "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4"
+            "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4 \
+             RETURNING {COLUMNS}"
         );
         let t = now();
         let (to_s, from_s) = (to.as_str(), expected.as_str());
         let mut all: Vec<&dyn rusqlite::ToSql> = vec![&to_s, &t, &id, &from_s];
         all.extend_from_slice(values);
-        let changed = tx.prepare_cached(&sql)?.execute(all.as_slice())?;
-        if changed == 0 {
-            let actual = get(&tx, id)?.state;
+        let updated = conn
+            .prepare_cached(&sql)?
+            .query_row(all.as_slice(), row_to_claim)
+            .optional()?;
+        let Some(claim) = updated else {
+            let actual = get(&conn, id)?.state;
             return Err(LedgerError::Transition {
                 id,
                 expected,
                 actual,
                 to,
             });
-        }
-        let claim = get(&tx, id)?;
-        tx.commit()?;
+        };
+        drop(conn);
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(claim)
@@ -564,7 +567,7 @@ impl Ledger {
     ) -> Result<Vec<Claim>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT} WHERE state = 'done' AND partner = ?1 AND updated_at >= ?2 AND updated_at < ?3 ORDER BY updated_at, id"
+            "SELECT {COLUMNS} FROM claims WHERE state = 'done' AND partner = ?1 AND updated_at >= ?2 AND updated_at < ?3 ORDER BY updated_at, id"
         ))?;
         let rows = stmt.query_map(params![partner, from, to], row_to_claim)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -575,7 +578,7 @@ impl Ledger {
     pub fn unfinished(&self, partner: Option<&str>) -> Result<Vec<Claim>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT} WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id"
+            "SELECT {COLUMNS} FROM claims WHERE state <> 'done' AND (?1 IS NULL OR partner = ?1) ORDER BY id"
         ))?;
         let rows = stmt.query_map(params![partner], row_to_claim)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -630,10 +633,11 @@ fn row_to_claim(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claim> {
     })
 }
 
-const SELECT: &str = "SELECT id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome, failures, last_error, workflow_id, created_at, updated_at FROM claims";
+/// The columns of a claim, in the order [`row_to_claim`] reads them.
+const COLUMNS: &str = "id, partner, path, size, mtime, state, attempts, sha256, node_id, plugin, reason, outcome, failures, last_error, workflow_id, created_at, updated_at";
 
 fn get(conn: &Connection, id: i64) -> Result<Claim, LedgerError> {
-    conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM claims WHERE id = ?1"))?
         .query_row(params![id], row_to_claim)
         .optional()?
         .ok_or(LedgerError::Missing(id))
@@ -642,7 +646,7 @@ fn get(conn: &Connection, id: i64) -> Result<Claim, LedgerError> {
 fn find(conn: &Connection, key: &FileKey) -> Result<Option<Claim>, LedgerError> {
     Ok(conn
         .prepare_cached(&format!(
-            "{SELECT} WHERE partner = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4"
+            "SELECT {COLUMNS} FROM claims WHERE partner = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4"
         ))?
         .query_row(
             params![key.partner, key.path, key.size as i64, key.mtime],
