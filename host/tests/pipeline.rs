@@ -707,6 +707,65 @@ async fn a_file_still_being_written_is_not_taken_until_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn archive_names_held_by_a_file_or_a_folder_get_the_claim_id() {
+    let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), &server);
+    let path = write_config(
+        dir.path(),
+        "",
+        "trivial",
+        &trivial_partner(
+            "archiver",
+            &server,
+            &pw,
+            "{ stable_polls = 1, min_age_secs = 0 }",
+        ),
+    );
+    let runtime = open(load(&path)).await;
+    // The archive already holds a file named a.txt and a folder named b.txt.
+    std::fs::create_dir_all(server.root.join("archive/b.txt")).unwrap();
+    server.seed("archive/a.txt", b"an earlier a").unwrap();
+    server.seed("inbox/a.txt", b"a new a").unwrap();
+    server.seed("inbox/b.txt", b"a new b").unwrap();
+
+    let summary = runtime.once().await;
+    assert_clean(&summary);
+    let filed = summary
+        .files
+        .iter()
+        .filter(|r| r.outcome == Outcome::Filed)
+        .count();
+    assert_eq!(filed, 2, "{:#?}", summary.files);
+    assert_eq!(names(&server.root.join("inbox")), Vec::<String>::new());
+
+    let archive = server.root.join("archive");
+    assert_eq!(
+        std::fs::read(archive.join("a.txt")).unwrap(),
+        b"an earlier a",
+        "the earlier file is kept"
+    );
+    assert!(archive.join("b.txt").is_dir(), "the folder is kept");
+    let moved: Vec<(String, Vec<u8>)> = names(&archive)
+        .into_iter()
+        .filter(|n| n != "a.txt" && n != "b.txt")
+        .map(|n| {
+            let bytes = std::fs::read(archive.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    for (prefix, content) in [("a", &b"a new a"[..]), ("b", &b"a new b"[..])] {
+        assert!(
+            moved
+                .iter()
+                .any(|(n, bytes)| n.starts_with(prefix) && n.ends_with(".txt") && bytes == content),
+            "{prefix}: {moved:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_marker_partner_waits_for_the_marker() {
     let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
     let dir = tempfile::tempdir().unwrap();

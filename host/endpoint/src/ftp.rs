@@ -545,6 +545,28 @@ impl Endpoint for FtpEndpoint {
         with_retry(&self.cfg.common.retry, "ftp stat", || self.stat_once(path)).await
     }
 
+    async fn is_file(&self, path: &RemotePath) -> Result<bool> {
+        with_retry(&self.cfg.common.retry, "ftp size", || async {
+            if path.is_root() {
+                return Ok(false);
+            }
+            let abs = self.abs(path);
+            let mut c = self.conn().await?;
+            if !c.size {
+                drop(c);
+                let entry = self.stat_once(path).await?;
+                return Ok(entry.is_some_and(|e| e.kind == EntryKind::File));
+            }
+            // SIZE answers for files only: a directory or nothing is a 550.
+            match within(self.cfg.common.stall_timeout, c.ftp.size(&abs)).await {
+                Ok(_) => Ok(true),
+                Err(Error::Refused(_)) => Ok(false),
+                Err(e) => c.check(Err(e)),
+            }
+        })
+        .await
+    }
+
     async fn open_read(&self, path: &RemotePath, offset: u64) -> Result<ReadStream> {
         with_retry(&self.cfg.common.retry, "ftp open", || {
             self.open_once(path, offset)

@@ -81,6 +81,15 @@ pub trait Endpoint: Send + Sync {
         Ok(self.stat(path).await?.is_some())
     }
 
+    /// Whether a file (not a directory) exists at `path`: cheaper than
+    /// [`Endpoint::stat`] where the protocol allows (one `SIZE` on FTP).
+    async fn is_file(&self, path: &RemotePath) -> Result<bool> {
+        Ok(self
+            .stat(path)
+            .await?
+            .is_some_and(|e| e.kind == EntryKind::File))
+    }
+
     /// Opens a file for reading, starting `offset` bytes in (to resume an interrupted transfer).
     /// The stream holds one of the endpoint's pooled connections until it is dropped; a
     /// stream that ends early or fails yields an error, never a silent end of file.

@@ -1577,7 +1577,9 @@ impl<R: Repository + 'static> Inbound<R> {
     }
 
     /// A free name in `folder` for `name`: the name itself, or the name with
-    /// the claim id when an earlier delivery holds it.
+    /// the claim id when an earlier file holds it. (A folder holding the
+    /// name is not looked for here: the move into it fails, and
+    /// [`Self::move_into`] takes the other name.)
     async fn free_name(
         &self,
         folder: &RemotePath,
@@ -1587,15 +1589,48 @@ impl<R: Repository + 'static> Inbound<R> {
         let plain = folder.join(name).map_err(StepError::remote)?;
         if !self
             .endpoint
-            .exists(&plain)
+            .is_file(&plain)
             .await
             .map_err(StepError::remote)?
         {
             return Ok(plain);
         }
+        Self::suffixed(folder, name, id)
+    }
+
+    /// `name` in `folder` with the claim id `id` added.
+    fn suffixed(folder: &RemotePath, name: &str, id: i64) -> Result<RemotePath, StepError> {
         folder
             .join(&ecm::suffixed_name(name, id as u32))
             .map_err(StepError::remote)
+    }
+
+    /// Move `path` to `to` (a name [`Self::free_name`] gave in `folder`);
+    /// if the server refuses the plain name, to the name with the claim id.
+    async fn move_into(
+        &self,
+        path: &RemotePath,
+        to: RemotePath,
+        folder: &RemotePath,
+        id: i64,
+    ) -> Result<RemotePath, StepError> {
+        let name = path.file_name().unwrap_or("file");
+        match self.endpoint.rename(path, &to).await {
+            Ok(()) => Ok(to),
+            // Refused there (a folder of that name, say): the other name.
+            Err(e @ (wharf_endpoint::Error::Refused(_) | wharf_endpoint::Error::Io(_))) => {
+                let other = Self::suffixed(folder, name, id)?;
+                if other == to {
+                    return Err(StepError::remote(e));
+                }
+                self.endpoint
+                    .rename(path, &other)
+                    .await
+                    .map_err(StepError::remote)?;
+                Ok(other)
+            }
+            Err(e) => Err(StepError::remote(e)),
+        }
     }
 
     async fn post_process(&self, claim: &Claim) -> Result<(), StepError> {
@@ -1616,10 +1651,7 @@ impl<R: Repository + 'static> Inbound<R> {
                     self.free_name(&self.archive, name, claim.id)
                 );
                 if let Some(path) = there? {
-                    self.endpoint
-                        .rename(&path, &to?)
-                        .await
-                        .map_err(StepError::remote)?;
+                    self.move_into(&path, to?, &self.archive, claim.id).await?;
                 }
             }
         }
@@ -1651,10 +1683,7 @@ impl<R: Repository + 'static> Inbound<R> {
         if let Some(path) = self.still_there(claim).await? {
             let name = path.file_name().unwrap_or("file").to_string();
             let to = self.free_name(&self.error, &name, claim.id).await?;
-            self.endpoint
-                .rename(&path, &to)
-                .await
-                .map_err(StepError::remote)?;
+            let to = self.move_into(&path, to, &self.error, claim.id).await?;
             let note = format!(
                 "{}\n{}\n{}",
                 exception.code,
