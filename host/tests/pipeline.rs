@@ -609,8 +609,9 @@ fn trivial_partner(id: &str, server: &Vsftpd, pw: &Path, complete: &str) -> Stri
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_still_being_written_is_not_taken_until_complete() {
+/// vsftpd, a state folder and a runtime with one partner `id` on it, using
+/// the trivial plugin; its files count as complete per `complete`.
+async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir, Arc<Runtime>) {
     let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(dir.path(), &server);
@@ -618,14 +619,16 @@ async fn a_file_still_being_written_is_not_taken_until_complete() {
         dir.path(),
         "",
         "trivial",
-        &trivial_partner(
-            "growing",
-            &server,
-            &pw,
-            "{ stable_polls = 2, min_age_secs = 0 }",
-        ),
+        &trivial_partner(id, &server, &pw, complete),
     );
     let runtime = open(load(&path)).await;
+    (server, dir, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_still_being_written_is_not_taken_until_complete() {
+    let (server, _dir, runtime) =
+        trivial_runtime("growing", "{ stable_polls = 2, min_age_secs = 0 }").await;
     let name = "growing.dat";
     let first = b"line 000\n".to_vec();
     let on_server = server.seed(&format!("inbox/{name}"), &first).unwrap();
@@ -708,21 +711,8 @@ async fn a_file_still_being_written_is_not_taken_until_complete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_names_held_by_a_file_or_a_folder_get_the_claim_id() {
-    let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
-    let dir = tempfile::tempdir().unwrap();
-    let pw = password_file(dir.path(), &server);
-    let path = write_config(
-        dir.path(),
-        "",
-        "trivial",
-        &trivial_partner(
-            "archiver",
-            &server,
-            &pw,
-            "{ stable_polls = 1, min_age_secs = 0 }",
-        ),
-    );
-    let runtime = open(load(&path)).await;
+    let (server, _dir, runtime) =
+        trivial_runtime("archiver", "{ stable_polls = 1, min_age_secs = 0 }").await;
     // The archive already holds a file named a.txt and a folder named b.txt.
     std::fs::create_dir_all(server.root.join("archive/b.txt")).unwrap();
     server.seed("archive/a.txt", b"an earlier a").unwrap();
@@ -1014,21 +1004,8 @@ fn kill_sessions(server: &Vsftpd) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ftp_transfer_cut_off_midway_is_retried_not_dropped() {
-    let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
-    let dir = tempfile::tempdir().unwrap();
-    let pw = password_file(dir.path(), &server);
-    let path = write_config(
-        dir.path(),
-        "",
-        "trivial",
-        &trivial_partner(
-            "cut",
-            &server,
-            &pw,
-            "{ stable_polls = 1, min_age_secs = 0 }",
-        ),
-    );
-    let runtime = open(load(&path)).await;
+    let (server, dir, runtime) =
+        trivial_runtime("cut", "{ stable_polls = 1, min_age_secs = 0 }").await;
     let name = "cut.bin";
     let data = pattern(48 * 1024 * 1024);
     server.seed(&format!("inbox/{name}"), &data).unwrap();
