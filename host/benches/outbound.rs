@@ -22,14 +22,14 @@
 //! `perf record -g -o wharf.perf --`, to profile it alone);
 //! `WHARF_BENCH_ONLY` picks cases, e.g. `sftp`, `large` or `ftp-small,sftp-large`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use wharf::flow::outbound::ExportOutcome;
 use wharf::ledger::{DeliveryState, Ledger};
-use wharf::runtime::Runtime;
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{
     Attribute, AttributeValue, BytesSource, Category, CollisionPolicy, ContentSource, FileSource,
@@ -67,54 +67,20 @@ struct ChildReport {
 /// The measured side: open the runtime from the configuration, run one
 /// cycle, report on stdout.
 fn child(config_path: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let path = Path::new(config_path);
-    let text = std::fs::read_to_string(path).expect("reading the configuration");
-    let config = wharf::config::parse(&text, path.parent().expect("config folder"))
-        .unwrap_or_else(|p| panic!("configuration: {p:?}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = rt.block_on(async move {
-        let t = Instant::now();
-        let runtime = Arc::new(Runtime::open(config).await.expect("runtime opens"));
-        let open_secs = t.elapsed().as_secs_f64();
-        assert!(
-            runtime.unavailable().is_empty(),
-            "partner not started: {:?}",
-            runtime.unavailable()
-        );
-        let summary = runtime.once().await;
+    common::child(config_path, |summary| {
         let problems: Vec<String> = summary
             .exports
             .iter()
             .filter(|e| e.outcome != ExportOutcome::Delivered)
             .map(|e| format!("{} {}: {}", e.name, e.outcome.as_str(), e.detail))
-            .chain(
-                summary
-                    .unavailable
-                    .iter()
-                    .map(|u| format!("{} unavailable: {}", u.partner, u.reason)),
-            )
-            .take(10)
             .collect();
         serde_json::json!({
-            "open_secs": open_secs,
-            "once_secs": summary.elapsed.as_secs_f64(),
             "delivered": summary.exports.iter().filter(|e| e.outcome == ExportOutcome::Delivered).count(),
             "exports": summary.exports.len(),
             "bytes": summary.exports.iter().map(|e| e.bytes_sent).sum::<u64>(),
             "problems": problems,
         })
     });
-    println!("{report}");
 }
 
 fn parse_report(line: &str) -> ChildReport {

@@ -21,14 +21,13 @@
 //! `WHARF_BENCH_PARALLEL` the files (and connections) in flight (default 8).
 
 use std::collections::BTreeSet;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Instant;
 
 use wharf::flow::inbound::Outcome;
 use wharf::ledger::{Ledger, State};
-use wharf::runtime::Runtime;
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{NodeKind, Repository};
 use wharf_tests::bench::{
@@ -72,47 +71,14 @@ struct ChildReport {
 /// The measured side: open the runtime from the configuration, run one
 /// cycle, report on stdout.
 fn child(config_path: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let path = Path::new(config_path);
-    let text = std::fs::read_to_string(path).expect("reading the configuration");
-    let config = wharf::config::parse(&text, path.parent().expect("config folder"))
-        .unwrap_or_else(|p| panic!("configuration: {p:?}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = rt.block_on(async move {
-        let t = Instant::now();
-        let runtime = Arc::new(Runtime::open(config).await.expect("runtime opens"));
-        let open_secs = t.elapsed().as_secs_f64();
-        assert!(
-            runtime.unavailable().is_empty(),
-            "partner not started: {:?}",
-            runtime.unavailable()
-        );
-        let summary = runtime.once().await;
+    common::child(config_path, |summary| {
         let problems: Vec<String> = summary
             .files
             .iter()
             .filter(|f| f.outcome != Outcome::Filed)
             .map(|f| format!("{} {}: {}", f.path, f.outcome.as_str(), f.detail))
-            .chain(
-                summary
-                    .unavailable
-                    .iter()
-                    .map(|u| format!("{} unavailable: {}", u.partner, u.reason)),
-            )
-            .take(10)
             .collect();
         serde_json::json!({
-            "open_secs": open_secs,
-            "once_secs": summary.elapsed.as_secs_f64(),
             "filed": summary.count(Outcome::Filed),
             "files": summary.files.len(),
             "bytes": summary.files.iter().map(|f| f.bytes_received).sum::<u64>(),
@@ -121,7 +87,6 @@ fn child(config_path: &str) {
             "problems": problems,
         })
     });
-    println!("{report}");
 }
 
 fn parse_report(line: &str) -> ChildReport {
