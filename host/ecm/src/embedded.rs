@@ -18,7 +18,12 @@
 //!   its dirty-page throttling. A file that promises to stay unmodified
 //!   ([`ContentSource::local_file_immutable`]) is hard-linked instead when it
 //!   is on the same file system, then read once to verify and fsynced. When
-//!   the declared blob already exists, the file is only read and verified.
+//!   the declared blob already exists, the file is only read and verified;
+//! - a file staged by this crate ([`ContentSource::staged`], see
+//!   [`crate::Staged`]) was hashed while it was written, so it is not read
+//!   again: when it is still the file staged it is hard-linked and fsynced
+//!   (its writeback began while it was written), else copied and verified
+//!   as above.
 //!
 //! Content that does not match the declared checksum never gets a blob name.
 
@@ -34,6 +39,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::direct::{AlignedBuf, DIRECT_ALIGN};
 use crate::source::{ByteStream, ContentSource};
 use crate::types::*;
 use crate::{EcmError, ErrorKind, Repository, Result};
@@ -160,7 +166,7 @@ const SMALL_BLOB: usize = 1 << 20;
 pub const INLINE_BLOB: usize = 64 * 1024;
 
 /// Buffer size of the blocking reads and writes of local files.
-const FILE_BUF: usize = 1 << 20;
+pub(crate) const FILE_BUF: usize = 1 << 20;
 
 /// Local files at least this large are copied by two threads (one reads and
 /// hashes, the other writes, with direct I/O where the file system allows),
@@ -174,14 +180,8 @@ const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
 /// Commits closer together than this mean stores are in flight.
 const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Chunk size of a download: each chunk is one read on a blocking thread.
-const DOWNLOAD_CHUNK: usize = 1 << 20;
-
 /// Buffers in flight between the reading and the writing thread of a copy.
 const COPY_BUFFERS: usize = 4;
-
-/// Alignment of direct I/O buffers, offsets and lengths.
-const DIRECT_ALIGN: usize = 4096;
 
 /// A write waiting for the next group commit.
 enum Job {
@@ -377,24 +377,6 @@ fn read_full(src: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> 
         }
     }
     Ok(filled)
-}
-
-/// A [`FILE_BUF`] bytes buffer aligned for direct I/O.
-struct AlignedBuf {
-    mem: Vec<u8>,
-    start: usize,
-}
-
-impl AlignedBuf {
-    fn new() -> Self {
-        let mem = vec![0u8; FILE_BUF + DIRECT_ALIGN];
-        let start = (DIRECT_ALIGN - mem.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
-        AlignedBuf { mem, start }
-    }
-
-    fn get(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + FILE_BUF]
-    }
 }
 
 /// Copy `src` to `dst` and fsync it: this thread reads and hashes while a
@@ -761,6 +743,13 @@ impl Embedded {
         expected: Option<&str>,
     ) -> Result<NewBlob> {
         let expected = expected.map(str::to_string);
+        if let Some(staged) = content.staged() {
+            check_expected(staged.sha256(), expected.as_deref())?;
+            let (me, staged) = (self.clone(), staged.clone());
+            return tokio::task::spawn_blocking(move || me.put_staged(&staged))
+                .await
+                .map_err(EcmError::storage)?;
+        }
         if let Some(data) = content.in_memory() {
             let (me, data) = (self.clone(), data.clone());
             return tokio::task::spawn_blocking(move || me.put_bytes(data, expected.as_deref()))
@@ -1019,6 +1008,45 @@ impl Embedded {
         let size = self.copy_file(&mut src, meta.len(), &tmp, expected)?;
         self.publish(&self.inner.blobs, &tmp, expected)?;
         Ok(blob(size))
+    }
+
+    /// Store a file this crate staged and hashed (blocking): hard-linked
+    /// and fsynced when it is still the file staged and on this file
+    /// system, else read and verified like any local file.
+    fn put_staged(&self, staged: &crate::Staged) -> Result<NewBlob> {
+        let sha = staged.sha256();
+        let path = staged.path();
+        let unchanged = std::fs::File::open(path)?.metadata()?;
+        if staged.size() <= INLINE_BLOB as u64 || !staged.unchanged(&unchanged) {
+            return self.put_file(path, false, sha);
+        }
+        let blob = NewBlob::file(sha.to_string(), staged.size());
+        if self.blob_is_durable(sha)? {
+            return Ok(blob);
+        }
+        self.fan_out(sha)?;
+        let tmp = Self::temp_beside(sha);
+        if let Err(e) = std::fs::hard_link(path, self.inner.state.join("blobs").join(&tmp)) {
+            tracing::debug!(error = %e, "cannot hard-link the staged content; copying it");
+            return self.put_file(path, false, sha);
+        }
+        let linked = (|| {
+            let f = self.inner.blobs.open(&tmp)?.into_std();
+            if !staged.unchanged(&f.metadata()?) {
+                return Err(EcmError::invalid(format!(
+                    "{} changed while it was being stored",
+                    path.display()
+                )));
+            }
+            f.sync_data()?;
+            Ok(())
+        })();
+        if let Err(e) = linked {
+            let _ = self.inner.blobs.remove_file(&tmp);
+            return Err(e);
+        }
+        self.publish(&self.inner.blobs, &tmp, sha)?;
+        Ok(blob)
     }
 
     /// Check that the hard-linked temporary blob `tmp` holds `expected`, and
@@ -2034,7 +2062,6 @@ impl Repository for Embedded {
                 })
             })
             .await?;
-        use futures::TryStreamExt;
         if let Some(data) = inline {
             let chunk: Result<Bytes> = Ok(Bytes::from(data));
             return Ok(Box::pin(futures::stream::iter([chunk])));
@@ -2043,10 +2070,9 @@ impl Repository for Embedded {
         let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
             .await
             .map_err(EcmError::storage)??;
-        let f = tokio::fs::File::from_std(f.into_std());
-        let s =
-            tokio_util::io::ReaderStream::with_capacity(f, DOWNLOAD_CHUNK).map_err(EcmError::from);
-        Ok(Box::pin(s))
+        // Read ahead on a thread of its own, directly from disk where it
+        // can: blobs were written that way and are not in the page cache.
+        Ok(crate::direct::chunks(f.into_std()))
     }
 
     async fn node(&self, node: NodeId) -> Result<Node> {

@@ -9,16 +9,19 @@
 
 #![warn(missing_docs)]
 
+mod direct;
 pub mod embedded;
 mod error;
 pub mod facade;
 pub mod inspect;
 pub mod otcs;
 mod source;
+mod staged;
 mod types;
 
 pub use error::{EcmError, ErrorKind};
 pub use source::{ByteStream, BytesSource, ContentSource, FileSource, Upload, collect};
+pub use staged::{Staged, Stager};
 pub use types::*;
 
 use std::future::Future;

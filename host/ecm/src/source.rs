@@ -8,6 +8,7 @@ use futures::Stream;
 use tokio::io::AsyncRead;
 
 use crate::Result;
+use crate::staged::Staged;
 
 /// A readable upload stream.
 pub type Upload = Pin<Box<dyn AsyncRead + Send>>;
@@ -50,6 +51,12 @@ pub trait ContentSource: Send + Sync {
     /// unless the source promises it.
     fn local_file_immutable(&self) -> bool {
         false
+    }
+    /// The content as a file this crate staged and hashed itself (see
+    /// [`Staged`]): a store may trust its checksum and adopt the file
+    /// without reading it again, as long as it is still the file staged.
+    fn staged(&self) -> Option<&Staged> {
+        None
     }
 }
 

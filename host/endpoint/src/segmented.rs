@@ -78,7 +78,20 @@ pub async fn download_durable(
     max_segments: usize,
 ) -> Result<u64> {
     let n = segments_for(size, max_segments);
-    let got = download(ep, path, size, dest, n, None, true).await?;
+    download_ranges_durable(ep, path, size, dest, n, None).await
+}
+
+/// [`download_durable`] as exactly `segments` ranges (whatever the size),
+/// reporting the bytes written so far to `progress` after every chunk.
+pub async fn download_ranges_durable(
+    ep: &dyn Endpoint,
+    path: &RemotePath,
+    size: u64,
+    dest: &Path,
+    segments: usize,
+    progress: Option<&dyn Progress>,
+) -> Result<u64> {
+    let got = download(ep, path, size, dest, segments, progress, true).await?;
     tokio::fs::File::open(dest).await?.sync_all().await?;
     Ok(got)
 }

@@ -23,7 +23,7 @@ use wharf_endpoint::{Endpoint, Entry, EntryKind, RemotePath};
 
 use super::filing::{self, Provenance};
 pub use super::spool::IN_MEMORY_MAX;
-use super::spool::{SpoolWriter, Spooled, hash_file, store_spooled};
+use super::spool::{Spooled, store_spooled};
 use crate::config::{AfterFiling, PartnerConfig};
 use crate::ledger::{Claim, ClaimOutcome, FileKey, Ledger, LedgerError, State};
 use crate::plugin::decision::{
@@ -1057,8 +1057,9 @@ impl<R: Repository + 'static> Inbound<R> {
             let got = bytes.len() as u64;
             return Ok((sha, got, Spooled::Memory(bytes.into())));
         }
-        // Receiving here, hashing and writing on the spool writer's thread.
-        let mut spool = SpoolWriter::create(dest);
+        // Receiving here; the stager writes and hashes on threads of its
+        // own, for the repository to adopt the file without reading it.
+        let mut spool = ecm::Stager::create(dest);
         let bar = self.bar(entry);
         let received = async {
             let mut buf = bytes::BytesMut::with_capacity(CHUNK);
@@ -1100,12 +1101,12 @@ impl<R: Repository + 'static> Inbound<R> {
                 return Err(e);
             }
         };
-        let (sha, written) = spool.finish().await.map_err(|e| format!("spool: {e}"))?;
-        debug_assert_eq!(written, total);
+        let staged = spool.finish().await.map_err(|e| format!("spool: {e}"))?;
+        debug_assert_eq!(staged.size(), total);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        Ok((sha, total, Spooled::File(dest.to_path_buf())))
+        Ok((staged.sha256().to_string(), total, Spooled::Staged(staged)))
     }
 
     async fn fetch_segmented(
@@ -1117,13 +1118,22 @@ impl<R: Repository + 'static> Inbound<R> {
             entry.size,
             (self.partner.max_connections as usize).clamp(1, 4),
         );
+        // Never rewritten in place: a repository may share its data.
+        match std::fs::remove_file(dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("spool: {e}")),
+        }
         let bar = self.bar(entry);
         let advanced = |done: u64| {
             if let Some(bar) = &bar {
                 bar.set_position(done);
             }
         };
-        let got = wharf_endpoint::segmented::download_ranges_with_progress(
+        // Straight to disk: four writers into the page cache contend for
+        // the file's lock and pay a copy each, and the repository syncs
+        // the file when it adopts it anyway.
+        let got = wharf_endpoint::segmented::download_ranges_durable(
             self.endpoint.as_ref(),
             &entry.path,
             entry.size,
@@ -1136,10 +1146,10 @@ impl<R: Repository + 'static> Inbound<R> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        let sha = hash_file(dest.to_path_buf())
+        let staged = ecm::Staged::hash(dest)
             .await
             .map_err(|e| format!("spool: {e}"))?;
-        Ok((sha, got, Spooled::File(dest.to_path_buf())))
+        Ok((staged.sha256().to_string(), got, Spooled::Staged(staged)))
     }
 
     /// The spooled bytes of a transferred claim, fetched again when the
@@ -1153,10 +1163,10 @@ impl<R: Repository + 'static> Inbound<R> {
     ) -> Result<Spooled, StepError> {
         let path = self.spool_path(claim.id);
         let want = claim.sha256.clone().unwrap_or_default();
-        if let Ok(sha) = hash_file(path.clone()).await
-            && sha == want
+        if let Ok(staged) = ecm::Staged::hash(path).await
+            && staged.sha256() == want
         {
-            return Ok(Spooled::File(path));
+            return Ok(Spooled::Staged(staged));
         }
         match self.transfer(entry, claim, report).await {
             Ok((sha, spool)) if sha == want => Ok(spool),
@@ -1483,7 +1493,10 @@ impl<R: Repository + 'static> Inbound<R> {
         // it is intact.
         let spool = match spooled {
             Some(s) => Some(s.clone()),
-            None => Some(Spooled::File(self.spool_path(claim.id))),
+            None => ecm::Staged::hash(self.spool_path(claim.id))
+                .await
+                .ok()
+                .map(Spooled::Staged),
         };
         let spool = match (spool, &claim.sha256) {
             (Some(s), Some(sha)) if s.sha256().await.ok().as_ref() == Some(sha) => Some(s),

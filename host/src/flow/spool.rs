@@ -19,7 +19,11 @@ pub const IN_MEMORY_MAX: u64 = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub(crate) enum Spooled {
     Memory(bytes::Bytes),
+    /// A file the host wrote and hashed in the same pass.
     File(PathBuf),
+    /// A file staged (written and hashed) for the repository, which adopts
+    /// it without reading it again.
+    Staged(ecm::Staged),
 }
 
 impl Spooled {
@@ -31,6 +35,7 @@ impl Spooled {
                 b.len() as u64,
             )),
             Spooled::File(p) => SpoolContent::File(ReadContent::open(p)?),
+            Spooled::Staged(s) => SpoolContent::File(ReadContent::open(s.path())?),
         })
     }
 
@@ -39,6 +44,7 @@ impl Spooled {
         match self {
             Spooled::Memory(b) => Ok(hex::encode(Sha256::digest(b))),
             Spooled::File(p) => hash_file(p.clone()).await,
+            Spooled::Staged(s) => Ok(s.sha256().to_string()),
         }
     }
 }
@@ -73,6 +79,7 @@ pub(crate) async fn store_spooled<R: Repository>(
     match spool {
         Spooled::Memory(b) => repo.store_document(doc, &ecm::BytesSource(b.clone())).await,
         Spooled::File(p) => repo.store_document(doc, &ecm::FileSource::new(p)).await,
+        Spooled::Staged(s) => repo.store_document(doc, s).await,
     }
 }
 
@@ -96,6 +103,7 @@ impl Spooled {
         Ok(match self {
             Spooled::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
             Spooled::File(p) => Box::new(tokio::fs::File::open(p).await?),
+            Spooled::Staged(s) => Box::new(tokio::fs::File::open(s.path()).await?),
         })
     }
 
@@ -156,77 +164,6 @@ pub(crate) enum SpoolError {
     /// Writing the spool file failed.
     #[error("spool: {0}")]
     Spool(std::io::Error),
-}
-
-/// Chunks a [`SpoolWriter`] holds before the transfer feeding it waits.
-const WRITE_AHEAD: usize = 8;
-
-/// Writes a spool file on a blocking thread of its own and hashes what it
-/// writes, so the transfer feeding it goes on receiving meanwhile.
-pub(crate) struct SpoolWriter {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    /// The writing thread; taken once its outcome has been read.
-    done: Option<tokio::task::JoinHandle<std::io::Result<(String, u64)>>>,
-}
-
-impl SpoolWriter {
-    /// Start writing the file `path` (created or truncated).
-    pub(crate) fn create(path: &Path) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
-        let path = path.to_path_buf();
-        let done = tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&path)?;
-            let mut hasher = Sha256::new();
-            let mut total = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
-                total += chunk.len() as u64;
-            }
-            Ok((hex::encode(hasher.finalize()), total))
-        });
-        SpoolWriter {
-            tx,
-            done: Some(done),
-        }
-    }
-
-    /// Queue `chunk` for writing; fails when the writing thread has failed.
-    pub(crate) async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
-        if self.tx.send(chunk).await.is_ok() {
-            return Ok(());
-        }
-        // The thread stopped early: its outcome says why.
-        Err(match outcome(self.done.take()).await {
-            Err(e) => e,
-            Ok(_) => std::io::Error::other("the spool writer stopped"),
-        })
-    }
-
-    /// Stop writing (the transfer failed) and wait until the writing
-    /// thread has let go of the file, so a retry never writes beside it.
-    pub(crate) async fn abort(self) {
-        drop(self.tx);
-        let _ = outcome(self.done).await;
-    }
-
-    /// Wait until everything queued is written; returns the SHA-256 and
-    /// the size of what was written.
-    pub(crate) async fn finish(self) -> std::io::Result<(String, u64)> {
-        drop(self.tx);
-        outcome(self.done).await
-    }
-}
-
-/// What the writing thread `done` of a [`SpoolWriter`] ended with.
-async fn outcome(
-    done: Option<tokio::task::JoinHandle<std::io::Result<(String, u64)>>>,
-) -> std::io::Result<(String, u64)> {
-    match done {
-        Some(done) => done.await.map_err(std::io::Error::other)?,
-        None => Err(std::io::Error::other("the spool writer failed before")),
-    }
 }
 
 /// Chunks a checked download reads ahead of the upload it feeds.
@@ -372,36 +309,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn the_spool_writer_writes_and_hashes_every_chunk_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spooled");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let mut w = SpoolWriter::create(&path);
-        for c in data.chunks(100_000) {
-            w.write(bytes::Bytes::copy_from_slice(c)).await.unwrap();
-        }
-        let (sha, size) = w.finish().await.unwrap();
-        assert_eq!(size, data.len() as u64);
-        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
-        assert_eq!(std::fs::read(&path).unwrap(), data);
-
-        // A spool that cannot be written fails the transfer, not silently.
-        let mut w = SpoolWriter::create(&dir.path().join("missing").join("spooled"));
-        let mut failed = None;
-        for _ in 0..100 {
-            if let Err(e) = w.write(bytes::Bytes::from_static(b"x")).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        let failed = match failed {
-            Some(e) => e,
-            None => w.finish().await.unwrap_err(),
-        };
-        assert_eq!(failed.kind(), std::io::ErrorKind::NotFound, "{failed}");
     }
 
     #[tokio::test]

@@ -1,0 +1,183 @@
+//! Reading and writing large files with direct I/O where the platform and
+//! the file system allow it: the data moves between disk and memory without
+//! a copy through the page cache (which costs as much CPU as hashing it on
+//! some hosts), and falls back to buffered I/O elsewhere.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::embedded::FILE_BUF;
+
+/// Alignment of direct I/O buffers, offsets and lengths.
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// Chunks read ahead of their consumer.
+const READ_AHEAD: usize = 4;
+
+/// A [`FILE_BUF`] bytes buffer aligned for direct I/O.
+pub(crate) struct AlignedBuf {
+    mem: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new() -> Self {
+        let mem = vec![0u8; FILE_BUF + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - mem.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBuf { mem, start }
+    }
+
+    pub(crate) fn get(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + FILE_BUF]
+    }
+
+    /// The first `n` bytes as [`Bytes`], without a copy.
+    fn into_bytes(self, n: usize) -> Bytes {
+        Bytes::from(self.mem).slice(self.start..self.start + n)
+    }
+}
+
+/// Ask for direct I/O on the open file `file` (read side); `false` where
+/// the platform or file system does not have it.
+pub(crate) fn set_direct(file: &std::fs::File, on: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is open for the duration of both calls.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 {
+                return false;
+            }
+            let flags = if on {
+                flags | libc::O_DIRECT
+            } else {
+                flags & !libc::O_DIRECT
+            };
+            libc::fcntl(fd, libc::F_SETFL, flags) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, on);
+        false
+    }
+}
+
+/// Read the next chunk of `file` (at most [`FILE_BUF`] bytes; fewer only at
+/// its end), directly while `direct` holds. A file system that refuses a
+/// direct read turns `direct` off and is read through the page cache.
+fn next_chunk(file: &mut std::fs::File, direct: &mut bool) -> std::io::Result<(AlignedBuf, usize)> {
+    use std::io::Read;
+    let mut buf = AlignedBuf::new();
+    let mut filled = 0;
+    while filled < FILE_BUF {
+        match file.read(&mut buf.get()[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if *direct && e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::debug!(error = %e, "direct read refused; reading through the page cache");
+                *direct = false;
+                set_direct(file, false);
+            }
+            Err(e) => return Err(e),
+        }
+        // A direct read stops short only at the end of the file, or at an
+        // unaligned offset after one that did not: go on buffered.
+        if *direct && filled % DIRECT_ALIGN != 0 {
+            *direct = false;
+            set_direct(file, false);
+        }
+    }
+    Ok((buf, filled))
+}
+
+/// Read `file` from where it stands to its end on a blocking thread of its
+/// own, chunk by chunk, into a stream that holds a few chunks ahead.
+pub(crate) fn chunks(mut file: std::fs::File) -> crate::ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<crate::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut direct = set_direct(&file, true);
+        loop {
+            match next_chunk(&mut file, &mut direct) {
+                Ok((_, 0)) => break,
+                Ok((buf, n)) => {
+                    if tx.blocking_send(Ok(buf.into_bytes(n))).is_err() || n < FILE_BUF {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    break;
+                }
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// SHA-256 and size of the file at `path` (blocking): one thread reads,
+/// directly where it can, while this one hashes.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<std::io::Result<(AlignedBuf, usize)>>(READ_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut direct = set_direct(&file, true);
+            loop {
+                let chunk = next_chunk(&mut file, &mut direct);
+                let last = !matches!(chunk, Ok((_, n)) if n == FILE_BUF);
+                if tx.send(chunk).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        for chunk in rx {
+            let (mut buf, n) = chunk?;
+            hasher.update(&buf.get()[..n]);
+            size += n as u64;
+        }
+        Ok((hex::encode(hasher.finalize()), size))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_read_directly_are_read_whole_whatever_their_length() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        for len in [
+            0,
+            1,
+            DIRECT_ALIGN,
+            FILE_BUF - 1,
+            FILE_BUF,
+            3 * FILE_BUF + 4097,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join(len.to_string());
+            std::fs::write(&path, &data).unwrap();
+            let (sha, size) = hash_file(&path).unwrap();
+            assert_eq!(size, len as u64);
+            assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+            let mut back = Vec::new();
+            let mut s = chunks(std::fs::File::open(&path).unwrap());
+            while let Some(c) = s.next().await {
+                back.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(back, data, "{len}");
+        }
+    }
+}
