@@ -1657,14 +1657,13 @@ impl<R: Repository + 'static> Inbound<R> {
                 }
             }
             AfterFiling::Archive => {
-                // Both questions at once: one round trip of latency.
-                let name = claim.key.path.rsplit('/').next().unwrap_or("file");
-                let (there, to) = tokio::join!(
-                    self.still_there(claim),
-                    self.free_name(&self.archive, name, claim.id)
-                );
-                if let Some(path) = there? {
-                    self.move_into(&path, to?, &self.archive, claim.id).await?;
+                // One question after the other, on one connection: asking
+                // both at once would take a second connection, whose login
+                // costs more than the round trip it saves.
+                if let Some(path) = self.still_there(claim).await? {
+                    let name = path.file_name().unwrap_or("file");
+                    let to = self.free_name(&self.archive, name, claim.id).await?;
+                    self.move_into(&path, to, &self.archive, claim.id).await?;
                 }
             }
         }
