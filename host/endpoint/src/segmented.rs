@@ -26,7 +26,8 @@ pub fn segments_for(size: u64, max: usize) -> usize {
 }
 
 /// Download `path` (of `size` bytes, as listed) into the local file `dest`
-/// (created or truncated) using up to `max_segments` ranges in parallel.
+/// using up to `max_segments` ranges in parallel. `dest` is a new file: one
+/// already there is removed, never rewritten in place.
 /// Returns the bytes written. Fails if the remote file is shorter or longer
 /// than `size` (it changed while being read); `dest` then holds partial
 /// content and is the caller's to remove.
@@ -121,6 +122,16 @@ fn open_direct(dest: &Path, direct: bool) -> Option<std::fs::File> {
     }
 }
 
+/// Whether `a` and `b` are open on the same file (not on two files that
+/// took turns at one path).
+fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Write `data` at `offset` of `file`, through `direct` when the write is
 /// aligned for it (falling back to `file` if it is refused).
 fn write_at(
@@ -153,9 +164,18 @@ async fn download(
 ) -> Result<u64> {
     let total = std::sync::atomic::AtomicU64::new(0);
     let total = &total;
-    let file = tokio::fs::File::create(dest).await?;
-    file.set_len(size).await?;
-    drop(file);
+    // A new file, never one rewritten in place: the one there may share
+    // its data with a stored copy (a hard link).
+    match std::fs::remove_file(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    file.set_len(size)?;
     let n = segments.max(1) as u64;
     // Ranges of whole chunks, so every chunk but the file's last is aligned
     // for direct I/O.
@@ -165,8 +185,10 @@ async fn download(
         .filter(|(start, end)| end > start)
         .collect();
     let last = ranges.len().saturating_sub(1);
-    let file = std::sync::Arc::new(std::fs::OpenOptions::new().write(true).open(dest)?);
-    let direct_file = open_direct(dest, direct).map(std::sync::Arc::new);
+    let direct_file = open_direct(dest, direct)
+        .filter(|d| same_file(&file, d))
+        .map(std::sync::Arc::new);
+    let file = std::sync::Arc::new(file);
     let parts = ranges.into_iter().enumerate().map(|(i, (start, end))| {
         let (file, direct_file) = (file.clone(), direct_file.clone());
         async move {

@@ -326,8 +326,12 @@ pub async fn ranged_download_matches(ep: &dyn Endpoint, seed: impl Fn(&str, &[u8
         );
     }
     // Durably: whole chunks with direct I/O, the 7-byte tail through the
-    // page cache, the file fsynced.
+    // page cache, the file fsynced. A file already at the destination is
+    // replaced, never rewritten in place: a hard link to it keeps its bytes.
     let durable = dir.path().join("durable.bin");
+    let linked = dir.path().join("linked.bin");
+    std::fs::write(&durable, b"kept elsewhere").unwrap();
+    std::fs::hard_link(&durable, &linked).unwrap();
     let n = wharf_endpoint::download_durable(ep, &remote, data.len() as u64, &durable, 4)
         .await
         .unwrap();
@@ -336,6 +340,7 @@ pub async fn ranged_download_matches(ep: &dyn Endpoint, seed: impl Fn(&str, &[u8
         std::fs::read(&durable).unwrap() == data,
         "durable copy differs"
     );
+    assert_eq!(std::fs::read(&linked).unwrap(), b"kept elsewhere");
     let shorter =
         wharf_endpoint::segmented::download_ranges(ep, &remote, data.len() as u64 - 1, &dest, 4)
             .await;
