@@ -1017,7 +1017,9 @@ impl Embedded {
         let sha = staged.sha256();
         let path = staged.path();
         let unchanged = std::fs::File::open(path)?.metadata()?;
-        if staged.size() <= INLINE_BLOB as u64 || !staged.unchanged(&unchanged) {
+        // Not through a symbolic link: `path` must name the file itself.
+        let linkable = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+        if staged.size() <= INLINE_BLOB as u64 || !linkable || !staged.unchanged(&unchanged) {
             return self.put_file(path, false, sha);
         }
         let blob = NewBlob::file(sha.to_string(), staged.size());
