@@ -33,6 +33,11 @@ impl AlignedBuf {
         &mut self.mem[self.start..self.start + FILE_BUF]
     }
 
+    /// The whole buffer, to read.
+    pub(crate) fn filled(&self) -> &[u8] {
+        &self.mem[self.start..self.start + FILE_BUF]
+    }
+
     /// The first `n` bytes as [`Bytes`], without a copy.
     fn into_bytes(self, n: usize) -> Bytes {
         Bytes::from(self.mem).slice(self.start..self.start + n)

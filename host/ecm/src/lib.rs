@@ -21,7 +21,7 @@ mod types;
 
 pub use error::{EcmError, ErrorKind};
 pub use source::{ByteStream, BytesSource, ContentSource, FileSource, Upload, collect};
-pub use staged::{Staged, Stager};
+pub use staged::{StageBuf, Staged, Stager};
 pub use types::*;
 
 use std::future::Future;

@@ -23,8 +23,13 @@ use crate::direct::{AlignedBuf, DIRECT_ALIGN};
 use crate::embedded::FILE_BUF;
 use crate::source::{ContentSource, Upload};
 
-/// Chunks a [`Stager`] holds before the transfer feeding it waits.
-const WRITE_AHEAD: usize = 8;
+/// Chunks a [`Stager`] holds before the transfer feeding it waits (and
+/// as many again queued for its hashing thread).
+const WRITE_AHEAD: usize = 4;
+
+/// Buffers of a [`Stager`] kept for reuse: enough for every chunk in
+/// flight, so a steady transfer allocates (and page-faults) none.
+const POOL: usize = 2 * WRITE_AHEAD + 3;
 
 /// Which file a [`Staged`] is: what a rewrite in place or a replacement
 /// would change.
@@ -37,6 +42,17 @@ struct Identity {
 }
 
 impl Identity {
+    /// Whether `a` and `b` are open on the same file.
+    fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
+        match (a.metadata(), b.metadata()) {
+            (Ok(a), Ok(b)) => {
+                let (a, b) = (Identity::of(&a), Identity::of(&b));
+                (a.dev, a.ino) == (b.dev, b.ino)
+            }
+            _ => false,
+        }
+    }
+
     fn of(meta: &std::fs::Metadata) -> Self {
         #[cfg(unix)]
         let (dev, ino) = {
@@ -156,6 +172,95 @@ pub struct Stager {
     tx: tokio::sync::mpsc::Sender<Bytes>,
     /// The writing thread; taken once its outcome has been read.
     done: Option<tokio::task::JoinHandle<std::io::Result<Staged>>>,
+    /// Buffers given back by the writing and hashing threads.
+    pool: Pool,
+}
+
+/// Aligned buffers shared by a [`Stager`] and the chunks it hands out.
+type Pool = std::sync::Arc<std::sync::Mutex<Vec<AlignedBuf>>>;
+
+/// A buffer of a [`Stager`] for a transfer to receive into: 1 MiB, aligned
+/// for direct I/O and recycled once written and hashed, so a full one is
+/// written to disk without a copy and a long transfer allocates nothing.
+///
+/// Fill [`StageBuf::spare`], count what was read with
+/// [`StageBuf::advance`], and hand it to [`Stager::write_buf`] once it
+/// [`is_full`](StageBuf::is_full) or the transfer has ended.
+pub struct StageBuf {
+    buf: AlignedBuf,
+    filled: usize,
+    pool: Pool,
+}
+
+impl StageBuf {
+    /// The part not filled yet.
+    pub fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf.get()[self.filled..]
+    }
+
+    /// Count `n` more bytes of [`StageBuf::spare`] as filled.
+    ///
+    /// # Panics
+    /// When `n` is more than the spare part's length.
+    pub fn advance(&mut self, n: usize) {
+        assert!(
+            n <= FILE_BUF - self.filled,
+            "advanced past the buffer's end"
+        );
+        self.filled += n;
+    }
+
+    /// The bytes filled so far.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// Whether nothing was filled yet.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Whether no spare room is left.
+    pub fn is_full(&self) -> bool {
+        self.filled == FILE_BUF
+    }
+
+    /// The filled bytes, without a copy; the buffer returns to its pool
+    /// once the last clone of them is dropped.
+    fn freeze(self) -> Bytes {
+        let StageBuf { buf, filled, pool } = self;
+        Bytes::from_owner(Recycled {
+            buf: Some(buf),
+            filled,
+            pool,
+        })
+    }
+}
+
+/// The owner behind the [`Bytes`] of a frozen [`StageBuf`].
+struct Recycled {
+    buf: Option<AlignedBuf>,
+    filled: usize,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b.filled()[..self.filled],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let (Some(buf), Ok(mut pool)) = (self.buf.take(), self.pool.lock())
+            && pool.len() < POOL
+        {
+            pool.push(buf);
+        }
+    }
 }
 
 impl Stager {
@@ -168,7 +273,27 @@ impl Stager {
         Stager {
             tx,
             done: Some(done),
+            pool: Default::default(),
         }
+    }
+
+    /// An empty buffer to receive into (one given back if there is one).
+    pub fn buffer(&self) -> StageBuf {
+        let reused = self.pool.lock().ok().and_then(|mut p| p.pop());
+        StageBuf {
+            buf: reused.unwrap_or_else(AlignedBuf::new),
+            filled: 0,
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// Queue the filled part of `buf` for writing, as [`Stager::write`]
+    /// does; a full buffer goes to disk without being copied.
+    pub async fn write_buf(&mut self, buf: StageBuf) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.write(buf.freeze()).await
     }
 
     /// Queue `chunk` for writing; fails when the writing thread has failed.
@@ -277,7 +402,8 @@ impl<'a> BlockWriter<'a> {
     fn new(file: &'a std::fs::File, path: &Path) -> Self {
         BlockWriter {
             file,
-            direct: open_direct(path),
+            // Only while it is the same file: never write beside it.
+            direct: open_direct(path).filter(|d| Identity::same_file(file, d)),
             buf: AlignedBuf::new(),
             filled: 0,
             offset: 0,
@@ -286,6 +412,16 @@ impl<'a> BlockWriter<'a> {
 
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
+            if self.filled == 0
+                && data.len() >= FILE_BUF
+                && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+            {
+                // A whole aligned block (a full StageBuf): straight out.
+                write_block(&mut self.direct, self.file, &data[..FILE_BUF], self.offset)?;
+                self.offset += FILE_BUF as u64;
+                data = &data[FILE_BUF..];
+                continue;
+            }
             let n = data.len().min(FILE_BUF - self.filled);
             self.buf.get()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
             self.filled += n;
@@ -300,23 +436,12 @@ impl<'a> BlockWriter<'a> {
     /// Write the buffer's first `len` bytes (a whole number of blocks) at
     /// the offset, directly unless the file system refuses it.
     fn flush(&mut self, len: usize) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let block = &self.buf.get()[..len];
-        let done = match &self.direct {
-            Some(d) => match d.write_all_at(block, self.offset) {
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    tracing::debug!(error = %e, "direct I/O refused; staging through the page cache");
-                    self.direct = None;
-                    None
-                }
-                done => Some(done),
-            },
-            None => None,
-        };
-        match done {
-            Some(done) => done?,
-            None => self.file.write_all_at(block, self.offset)?,
-        }
+        write_block(
+            &mut self.direct,
+            self.file,
+            &self.buf.get()[..len],
+            self.offset,
+        )?;
         self.offset += self.filled as u64;
         self.filled = 0;
         Ok(())
@@ -337,6 +462,28 @@ impl<'a> BlockWriter<'a> {
         }
         Ok(self.offset)
     }
+}
+
+/// Write `block` at `offset`: through `direct` (a whole number of aligned
+/// blocks from aligned memory) unless the file system refuses it, which
+/// turns `direct` off for good; else through `file` and the page cache.
+fn write_block(
+    direct: &mut Option<std::fs::File>,
+    file: &std::fs::File,
+    block: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if let Some(d) = direct {
+        match d.write_all_at(block, offset) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::debug!(error = %e, "direct I/O refused; staging through the page cache");
+                *direct = None;
+            }
+            done => return done,
+        }
+    }
+    file.write_all_at(block, offset)
 }
 
 /// `path` opened a second time, for direct I/O, where the platform and the
@@ -387,6 +534,33 @@ mod tests {
         // A rewrite is noticed.
         std::fs::write(&path, b"new").unwrap();
         assert!(!staged.unchanged(&std::fs::metadata(&path).unwrap()));
+
+        // Received into the stager's own buffers: full ones are written
+        // without a copy, the partial last one padded and cut back, and
+        // the buffers are reused rather than allocated per chunk.
+        let mut w = Stager::create(&path);
+        let mut buf = w.buffer();
+        for piece in data.chunks(300_000) {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let n = piece.len().min(buf.spare().len());
+                buf.spare()[..n].copy_from_slice(&piece[..n]);
+                buf.advance(n);
+                piece = &piece[n..];
+                if buf.is_full() {
+                    let full = std::mem::replace(&mut buf, w.buffer());
+                    w.write_buf(full).await.unwrap();
+                }
+            }
+        }
+        w.write_buf(buf).await.unwrap();
+        let pool = w.pool.clone();
+        let staged = w.finish().await.unwrap();
+        assert_eq!(staged.size(), data.len() as u64);
+        assert_eq!(staged.sha256(), hex::encode(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let kept = pool.lock().unwrap().len();
+        assert!((1..=POOL).contains(&kept), "{kept} buffers kept");
 
         // A file that cannot be written fails the transfer, not silently.
         let mut w = Stager::create(&dir.path().join("missing").join("staged"));

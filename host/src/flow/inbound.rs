@@ -35,8 +35,6 @@ use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, Rejection, Verdi
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
 /// Transfers at least this large get a progress bar on a terminal.
 pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
-/// Buffer of a streamed download.
-const CHUNK: usize = 256 * 1024;
 /// Name of the repository category describing a quarantined file.
 pub const EXCEPTION_CATEGORY: &str = "wharf Exception";
 /// The repository folder (below the partner's root) holding exceptions.
@@ -1062,35 +1060,36 @@ impl<R: Repository + 'static> Inbound<R> {
         let mut spool = ecm::Stager::create(dest);
         let bar = self.bar(entry);
         let received = async {
-            let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+            // Received straight into the stager's aligned buffers: a full
+            // one goes to disk without a copy, and buffers are reused.
+            let mut buf = spool.buffer();
             let mut total = 0u64;
             loop {
-                buf.reserve(CHUNK);
-                let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+                let n = stream.read(buf.spare()).await.map_err(|e| e.to_string())?;
                 if n == 0 {
                     break;
                 }
+                buf.advance(n);
                 total += n as u64;
-                if buf.len() >= CHUNK / 2 {
+                if buf.is_full() {
+                    let full = std::mem::replace(&mut buf, spool.buffer());
                     spool
-                        .write(buf.split().freeze())
+                        .write_buf(full)
                         .await
                         .map_err(|e| format!("spool: {e}"))?;
-                }
-                if let Some(bar) = &bar {
-                    bar.set_position(total);
+                    if let Some(bar) = &bar {
+                        bar.set_position(total);
+                    }
                 }
                 if total > entry.size {
                     // Still growing: stop rather than spool without bound.
                     break;
                 }
             }
-            if !buf.is_empty() {
-                spool
-                    .write(buf.freeze())
-                    .await
-                    .map_err(|e| format!("spool: {e}"))?;
-            }
+            spool
+                .write_buf(buf)
+                .await
+                .map_err(|e| format!("spool: {e}"))?;
             Ok::<u64, String>(total)
         }
         .await;
@@ -1118,12 +1117,6 @@ impl<R: Repository + 'static> Inbound<R> {
             entry.size,
             (self.partner.max_connections as usize).clamp(1, 4),
         );
-        // Never rewritten in place: a repository may share its data.
-        match std::fs::remove_file(dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("spool: {e}")),
-        }
         let bar = self.bar(entry);
         let advanced = |done: u64| {
             if let Some(bar) = &bar {
