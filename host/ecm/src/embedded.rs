@@ -2072,9 +2072,10 @@ impl Repository for Embedded {
         let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
             .await
             .map_err(EcmError::storage)??;
-        // Read ahead on a thread of its own, directly from disk where it
-        // can: blobs were written that way and are not in the page cache.
-        Ok(crate::direct::chunks(f.into_std()))
+        // Read ahead on a thread of its own, through the page cache: a
+        // version is often read twice in a row (a plugin's look, then the
+        // checked upload), and the second read should not go to disk.
+        Ok(crate::direct::chunks(f.into_std(), false))
     }
 
     async fn node(&self, node: NodeId) -> Result<Node> {
