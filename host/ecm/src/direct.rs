@@ -157,6 +157,129 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     })
 }
 
+/// Writes a file in whole aligned blocks of [`FILE_BUF`] bytes, with
+/// direct I/O where the platform and file system take it: the data goes to
+/// disk as it arrives (a later fsync has only the size left to write), and
+/// neither costs a copy into the page cache nor waits in its dirty-page
+/// throttling. The last block is padded, then the file is cut back.
+pub(crate) struct BlockWriter<'a> {
+    file: &'a std::fs::File,
+    direct: Option<std::fs::File>,
+    buf: AlignedBuf,
+    filled: usize,
+    offset: u64,
+}
+
+impl<'a> BlockWriter<'a> {
+    /// Write into `file` (open for writing, at its start).
+    pub(crate) fn new(file: &'a std::fs::File) -> Self {
+        BlockWriter {
+            file,
+            direct: reopen_direct(file),
+            buf: AlignedBuf::new(),
+            filled: 0,
+            offset: 0,
+        }
+    }
+
+    /// Write `data` after what was written so far.
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            if self.filled == 0
+                && data.len() >= FILE_BUF
+                && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+            {
+                // A whole aligned block (a full buffer of ours): straight out.
+                write_block(&mut self.direct, self.file, &data[..FILE_BUF], self.offset)?;
+                self.offset += FILE_BUF as u64;
+                data = &data[FILE_BUF..];
+                continue;
+            }
+            let n = data.len().min(FILE_BUF - self.filled);
+            self.buf.get()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == FILE_BUF {
+                self.flush(FILE_BUF)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the buffer's first `len` bytes (a whole number of blocks) at
+    /// the offset, directly unless the file system refuses it.
+    fn flush(&mut self, len: usize) -> std::io::Result<()> {
+        write_block(
+            &mut self.direct,
+            self.file,
+            &self.buf.get()[..len],
+            self.offset,
+        )?;
+        self.offset += self.filled as u64;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Write what is left; returns the size written.
+    pub(crate) fn finish(mut self) -> std::io::Result<u64> {
+        if self.filled > 0 {
+            let size = self.offset + self.filled as u64;
+            if self.direct.is_some() {
+                let padded = self.filled.next_multiple_of(DIRECT_ALIGN);
+                self.buf.get()[self.filled..padded].fill(0);
+                self.flush(padded)?;
+            } else {
+                self.flush(self.filled)?;
+            }
+            self.file.set_len(size)?;
+        }
+        Ok(self.offset)
+    }
+}
+
+/// Write `block` at `offset`: through `direct` (a whole number of aligned
+/// blocks from aligned memory) unless the file system refuses it, which
+/// turns `direct` off for good; else through `file` and the page cache.
+fn write_block(
+    direct: &mut Option<std::fs::File>,
+    file: &std::fs::File,
+    block: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if let Some(d) = direct {
+        match d.write_all_at(block, offset) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::debug!(error = %e, "direct I/O refused; writing through the page cache");
+                *direct = None;
+            }
+            done => return done,
+        }
+    }
+    file.write_all_at(block, offset)
+}
+
+/// `file` opened a second time for direct I/O, where the platform and the
+/// file system allow it: a new open file description (its own O_DIRECT
+/// flag) of the very same inode, reached through `/proc/self/fd`.
+fn reopen_direct(file: &std::fs::File) -> Option<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::direct::{AlignedBuf, DIRECT_ALIGN};
+use crate::direct::{AlignedBuf, BlockWriter};
 use crate::source::{ByteStream, ContentSource};
 use crate::types::*;
 use crate::{EcmError, ErrorKind, Repository, Result};
@@ -379,17 +379,12 @@ fn read_full(src: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
-/// Copy `src` to `dst` and fsync it: this thread reads and hashes while a
-/// second one writes. With `direct`, `dst` was opened for direct I/O: every
-/// write is a whole number of aligned blocks (the last one padded, then cut
-/// back), which keeps a large copy out of the page cache and its dirty-page
-/// throttling. Returns the SHA-256 and the size.
-fn copy_pipelined(
-    src: &mut std::fs::File,
-    mut dst: std::fs::File,
-    direct: bool,
-) -> std::io::Result<(String, u64)> {
-    use std::io::Write;
+/// Copy `src` to `dst` (a new, empty file) and fsync it: this thread reads
+/// and hashes while a second one writes whole aligned blocks, with direct
+/// I/O where the file system takes it (see [`BlockWriter`]), which keeps a
+/// large copy out of the page cache and its dirty-page throttling. Returns
+/// the SHA-256 and the size.
+fn copy_pipelined(src: &mut std::fs::File, dst: std::fs::File) -> std::io::Result<(String, u64)> {
     use std::sync::mpsc::sync_channel;
     let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(COPY_BUFFERS);
     let (free_tx, free_rx) = sync_channel::<AlignedBuf>(COPY_BUFFERS);
@@ -400,21 +395,13 @@ fn copy_pipelined(
     }
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> std::io::Result<()> {
-            let mut size = 0u64;
-            for (mut buf, n) in full_rx {
-                let len = if direct {
-                    n.next_multiple_of(DIRECT_ALIGN)
-                } else {
-                    n
-                };
-                dst.write_all(&buf.get()[..len])?;
-                size += n as u64;
+            let mut out = BlockWriter::new(&dst);
+            for (buf, n) in full_rx {
+                out.write(&buf.filled()[..n])?;
                 // The reader may have stopped already.
                 let _ = free_tx.send(buf);
             }
-            if direct {
-                dst.set_len(size)?;
-            }
+            out.finish()?;
             dst.sync_data()
         });
         let mut hasher = Sha256::new();
@@ -1092,30 +1079,17 @@ impl Embedded {
             })?;
             return Ok(size);
         }
-        let copy = |src: &mut std::fs::File, direct: bool| -> std::io::Result<(String, u64)> {
-            let mut options = cap_std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(target_os = "linux")]
-            if direct {
-                use cap_std::fs::OpenOptionsExt;
-                options.custom_flags(libc::O_DIRECT);
-            }
-            let dst = self.inner.blobs.open_with(tmp, &options)?.into_std();
-            let copied = copy_pipelined(src, dst, direct);
-            if copied.is_err() {
-                let _ = self.inner.blobs.remove_file(tmp);
-            }
-            copied
-        };
-        let mut copied = copy(src, cfg!(target_os = "linux"));
-        if let Err(e) = &copied
-            && e.kind() == std::io::ErrorKind::InvalidInput
-        {
-            // This file system does not take direct I/O.
-            tracing::debug!(error = %e, "direct I/O refused; copying through the page cache");
-            use std::io::Seek;
-            src.rewind()?;
-            copied = copy(src, false);
+        let dst = self
+            .inner
+            .blobs
+            .open_with(
+                tmp,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true),
+            )?
+            .into_std();
+        let copied = copy_pipelined(src, dst);
+        if copied.is_err() {
+            let _ = self.inner.blobs.remove_file(tmp);
         }
         let (sha, size) = copied?;
         if let Err(e) = check_expected(&sha, Some(expected)) {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::Result;
-use crate::direct::{AlignedBuf, DIRECT_ALIGN};
+use crate::direct::{AlignedBuf, BlockWriter};
 use crate::embedded::FILE_BUF;
 use crate::source::{ContentSource, Upload};
 
@@ -42,17 +42,6 @@ struct Identity {
 }
 
 impl Identity {
-    /// Whether `a` and `b` are open on the same file.
-    fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
-        match (a.metadata(), b.metadata()) {
-            (Ok(a), Ok(b)) => {
-                let (a, b) = (Identity::of(&a), Identity::of(&b));
-                (a.dev, a.ino) == (b.dev, b.ino)
-            }
-            _ => false,
-        }
-    }
-
     fn of(meta: &std::fs::Metadata) -> Self {
         #[cfg(unix)]
         let (dev, ino) = {
@@ -354,7 +343,7 @@ fn stage(path: PathBuf, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> std::io::
             }
             hex::encode(hasher.finalize())
         });
-        let mut out = BlockWriter::new(&file, &path);
+        let mut out = BlockWriter::new(&file);
         let written = (|| {
             while let Some(chunk) = rx.blocking_recv() {
                 if to_hasher.send(chunk.clone()).is_err() {
@@ -383,126 +372,6 @@ fn stage(path: PathBuf, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> std::io::
             identity,
         })
     })
-}
-
-/// Writes a file in whole aligned blocks of [`FILE_BUF`] bytes, with
-/// direct I/O where the platform and file system take it: the data goes to
-/// disk as it arrives (a later fsync has only the size left to write), and
-/// neither costs a copy into the page cache nor waits in its dirty-page
-/// throttling. The last block is padded, then the file is cut back.
-struct BlockWriter<'a> {
-    file: &'a std::fs::File,
-    direct: Option<std::fs::File>,
-    buf: AlignedBuf,
-    filled: usize,
-    offset: u64,
-}
-
-impl<'a> BlockWriter<'a> {
-    fn new(file: &'a std::fs::File, path: &Path) -> Self {
-        BlockWriter {
-            file,
-            // Only while it is the same file: never write beside it.
-            direct: open_direct(path).filter(|d| Identity::same_file(file, d)),
-            buf: AlignedBuf::new(),
-            filled: 0,
-            offset: 0,
-        }
-    }
-
-    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
-            if self.filled == 0
-                && data.len() >= FILE_BUF
-                && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-            {
-                // A whole aligned block (a full StageBuf): straight out.
-                write_block(&mut self.direct, self.file, &data[..FILE_BUF], self.offset)?;
-                self.offset += FILE_BUF as u64;
-                data = &data[FILE_BUF..];
-                continue;
-            }
-            let n = data.len().min(FILE_BUF - self.filled);
-            self.buf.get()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
-            self.filled += n;
-            data = &data[n..];
-            if self.filled == FILE_BUF {
-                self.flush(FILE_BUF)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Write the buffer's first `len` bytes (a whole number of blocks) at
-    /// the offset, directly unless the file system refuses it.
-    fn flush(&mut self, len: usize) -> std::io::Result<()> {
-        write_block(
-            &mut self.direct,
-            self.file,
-            &self.buf.get()[..len],
-            self.offset,
-        )?;
-        self.offset += self.filled as u64;
-        self.filled = 0;
-        Ok(())
-    }
-
-    /// Write what is left; returns the size written.
-    fn finish(mut self) -> std::io::Result<u64> {
-        if self.filled > 0 {
-            let size = self.offset + self.filled as u64;
-            if self.direct.is_some() {
-                let padded = self.filled.next_multiple_of(DIRECT_ALIGN);
-                self.buf.get()[self.filled..padded].fill(0);
-                self.flush(padded)?;
-            } else {
-                self.flush(self.filled)?;
-            }
-            self.file.set_len(size)?;
-        }
-        Ok(self.offset)
-    }
-}
-
-/// Write `block` at `offset`: through `direct` (a whole number of aligned
-/// blocks from aligned memory) unless the file system refuses it, which
-/// turns `direct` off for good; else through `file` and the page cache.
-fn write_block(
-    direct: &mut Option<std::fs::File>,
-    file: &std::fs::File,
-    block: &[u8],
-    offset: u64,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    if let Some(d) = direct {
-        match d.write_all_at(block, offset) {
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                tracing::debug!(error = %e, "direct I/O refused; staging through the page cache");
-                *direct = None;
-            }
-            done => return done,
-        }
-    }
-    file.write_all_at(block, offset)
-}
-
-/// `path` opened a second time, for direct I/O, where the platform and the
-/// file system allow it.
-fn open_direct(path: &Path) -> Option<std::fs::File> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = path;
-        None
-    }
 }
 
 #[cfg(test)]
