@@ -260,7 +260,13 @@ impl Job {
 }
 
 struct Inner {
+    /// The connection every change goes through (and reads that must see
+    /// a change's own transaction).
     conn: Mutex<Connection>,
+    /// A second, read-only connection: in WAL mode its reads see every
+    /// committed change and never wait for a commit (nor its fsync) in
+    /// progress on `conn`.
+    reader: Mutex<Connection>,
     state: PathBuf,
     blobs: Dir,
     tmp: Dir,
@@ -479,6 +485,14 @@ fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     })
 }
 
+/// `f` with one snapshot of the repository for all its statements.
+fn in_snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let snapshot = c.unchecked_transaction()?;
+    let answer = f(&snapshot);
+    snapshot.finish()?;
+    answer
+}
+
 fn get_node(c: &Connection, id: NodeId) -> Result<Node> {
     c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"))?
         .query_row([id.0], node_row)
@@ -610,9 +624,15 @@ impl Embedded {
              VALUES (2000, NULL, 'Enterprise', 141, ?1, ?1)",
         )?
         .execute([now_secs()])?;
+        let reader = Connection::open(state.join("repository.db"))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        reader.pragma_update(None, "temp_store", "MEMORY")?;
+        reader.set_prepared_statement_cache_capacity(128);
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
         let me = Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                reader: Mutex::new(reader),
                 state,
                 blobs,
                 tmp,
@@ -723,6 +743,37 @@ impl Embedded {
         .map_err(EcmError::storage)?
     }
 
+    /// Run the read-only query `f` on the reader connection, on a blocking
+    /// thread: it sees every change committed before it starts.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = me.inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            in_snapshot(&c, f)
+        })
+        .await
+        .map_err(EcmError::storage)?
+    }
+
+    /// Run the point lookup `f` (a few indexed rows, microseconds) on the
+    /// reader connection: right here when the connection is free, which
+    /// saves two thread hand-offs; on a blocking thread when another read
+    /// holds it.
+    async fn lookup<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let f = match self.inner.reader.try_lock() {
+            Ok(c) => return in_snapshot(&c, f),
+            Err(std::sync::TryLockError::Poisoned(p)) => return in_snapshot(&p.into_inner(), f),
+            Err(std::sync::TryLockError::WouldBlock) => f,
+        };
+        self.read(f).await
+    }
+
     /// Write the content as a blob, checked against `expected` when given.
     async fn write_blob(
         &self,
@@ -738,6 +789,10 @@ impl Embedded {
                 .map_err(EcmError::storage)?;
         }
         if let Some(data) = content.in_memory() {
+            if data.len() <= INLINE_BLOB {
+                // Hashed here (tens of microseconds at most): no file to write.
+                return self.put_bytes(data.clone(), expected.as_deref());
+            }
             let (me, data) = (self.clone(), data.clone());
             return tokio::task::spawn_blocking(move || me.put_bytes(data, expected.as_deref()))
                 .await
@@ -1293,7 +1348,7 @@ impl Embedded {
 
     /// The name of a hold by id.
     pub async fn hold_name(&self, id: i64) -> Result<String> {
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT name FROM holds WHERE id = ?1")?
                 .query_row([id], |r| r.get(0))
                 .optional()?
@@ -1304,7 +1359,7 @@ impl Embedded {
 
     /// The holds on a node.
     pub async fn holds(&self, node: NodeId) -> Result<Vec<String>> {
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT h.name FROM node_holds nh JOIN holds h ON h.id = nh.hold WHERE nh.node = ?1 ORDER BY h.name",
             )?;
@@ -1317,7 +1372,7 @@ impl Embedded {
 
     /// A node's RM classification.
     pub async fn rm_class(&self, node: NodeId) -> Result<Option<String>> {
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT rm_class FROM nodes WHERE id = ?1")?
                 .query_row([node.0], |r| r.get(0))
                 .optional()?
@@ -1329,7 +1384,7 @@ impl Embedded {
     /// The child of `parent` named `name`.
     pub async fn child_by_name(&self, parent: NodeId, name: &str) -> Result<Option<Node>> {
         let name = name.to_string();
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {NODE_COLS} FROM nodes n WHERE n.parent = ?1 AND n.name = ?2"
             ))?
@@ -1394,7 +1449,7 @@ impl Embedded {
 
     /// Every workflow and review task, newest first.
     pub async fn workflows(&self) -> Result<Vec<WorkflowRecord>> {
-        self.db(|c, _| {
+        self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, workflow, title, comment, assignee, documents, status, created FROM workflows ORDER BY id DESC",
             )?;
@@ -1424,7 +1479,7 @@ impl Embedded {
         limit: u32,
     ) -> Result<(Vec<Node>, u64)> {
         let q = q.clone();
-        self.db(move |c, _| search_in(c, &q, offset, limit)).await
+        self.read(move |c| search_in(c, &q, offset, limit)).await
     }
 
     /// Children with paging and an optional exact name filter; returns the
@@ -1437,7 +1492,7 @@ impl Embedded {
         offset: u32,
         limit: u32,
     ) -> Result<(Vec<Node>, u64)> {
-        self.db(move |c, _| {
+        self.read(move |c| {
             get_node(c, parent)?;
             let total: i64 = c
                 .prepare_cached(
@@ -1459,7 +1514,7 @@ impl Embedded {
 
     /// The path of a node from the Enterprise volume, for display.
     pub async fn path_of(&self, node: NodeId) -> Result<String> {
-        self.db(move |c, _| {
+        self.read(move |c| {
             let mut parts = Vec::new();
             let mut cur = Some(node);
             while let Some(id) = cur {
@@ -1856,7 +1911,7 @@ impl Repository for Embedded {
         business_id: &str,
     ) -> Result<Option<Node>> {
         let (t, b) = (workspace_type.to_string(), business_id.to_string());
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {NODE_COLS} FROM nodes n WHERE n.subtype = 848 AND n.ws_type = ?1 \
                  AND n.business_id = ?2 ORDER BY n.id LIMIT 1"
@@ -1906,7 +1961,7 @@ impl Repository for Embedded {
     }
 
     async fn categories(&self, node: NodeId) -> Result<Vec<Category>> {
-        self.db(move |c, _| read_categories(c, node)).await
+        self.lookup(move |c| read_categories(c, node)).await
     }
 
     async fn set_permissions(&self, node: NodeId, grants: &[Grant]) -> Result<()> {
@@ -1941,7 +1996,7 @@ impl Repository for Embedded {
     }
 
     async fn permissions(&self, node: NodeId) -> Result<Vec<Grant>> {
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             get_node(c, node)?;
             let mut st = c.prepare_cached(
                 "SELECT kind, name, rights FROM grants WHERE node = ?1 ORDER BY rowid",
@@ -2022,7 +2077,7 @@ impl Repository for Embedded {
 
     async fn download(&self, node: NodeId, version: Option<u32>) -> Result<ByteStream> {
         let (sha, inline) = self
-            .db(move |c, _| {
+            .lookup(move |c| {
                 get_node(c, node)?;
                 c.prepare_cached(
                     "SELECT v.sha256, i.data FROM versions v LEFT JOIN inline_blobs i ON i.sha256 = v.sha256 \
@@ -2053,11 +2108,11 @@ impl Repository for Embedded {
     }
 
     async fn node(&self, node: NodeId) -> Result<Node> {
-        self.db(move |c, _| get_node(c, node)).await
+        self.lookup(move |c| get_node(c, node)).await
     }
 
     async fn versions(&self, node: NodeId) -> Result<Vec<Version>> {
-        self.db(move |c, _| {
+        self.lookup(move |c| {
             get_node(c, node)?;
             let mut st = c.prepare_cached(
                 "SELECT number, size, mime, file_name, sha256, created, description FROM versions WHERE node = ?1 ORDER BY number",
@@ -2161,7 +2216,7 @@ impl Repository for Embedded {
     }
 
     async fn audit(&self, node: Option<NodeId>) -> Result<Vec<AuditRecord>> {
-        self.db(move |c, _| {
+        self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, at, action, actor, node, sha256, detail FROM audit WHERE (?1 IS NULL OR node = ?1) ORDER BY id",
             )?;
