@@ -160,9 +160,9 @@ impl Measured {
     }
 }
 
-/// Runs `cmd` to its end, its stdin empty, its stdout captured and its
-/// stderr going to `stderr` (a file, shown when it fails) or inherited;
-/// panics unless it exits with 0. The peak RSS and the CPU time come from
+/// Runs `cmd` to its end (after a `sync`), its stdin empty, its stdout
+/// captured and its stderr going to `stderr` (a file, shown when it fails)
+/// or inherited; panics unless it exits with 0. The peak RSS and the CPU time come from
 /// `wait4`.
 // The child is reaped with wait4 (which also reports its peak RSS), not Child::wait.
 #[allow(clippy::zombie_processes)]
@@ -171,6 +171,11 @@ pub fn timed(cmd: &mut Command, stderr: Option<&Path>) -> Measured {
         Some(p) => Stdio::from(std::fs::File::create(p).expect("stderr file")),
         None => Stdio::inherit(),
     };
+    // Every measured run starts with nothing left to write back from what
+    // came before it (a previous run's files, a template copied in), which
+    // would otherwise slow whichever tool runs next.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     let t = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
