@@ -3,12 +3,15 @@
 //! documents → spool + SHA-256 → `on-export` of the example print plugin →
 //! atomic upload → ledger → receipt in the repository) beside `rclone copy`
 //! uploading the same files from a local folder to the same server, for
-//! 1,000 × 10 KiB documents and for one 1 GiB document.
+//! 1,000 × 10 KiB documents and for one 1 GiB document. The large document
+//! is also sent by a script doing wharf's work with rclone (`rclone+sha`:
+//! its SHA-256 by `openssl dgst`, then the upload), for comparison.
 //!
 //! The runtime runs in a child process (this binary again, with
 //! `WHARF_BENCH_OUTBOUND_CHILD` naming the configuration), so its peak RSS
 //! and its wall time are its own, measured as rclone's are: from spawn to
-//! exit, with the peak RSS from `wait4`. The documents are stored into a
+//! exit, with the peak RSS from `wait4`, each run after a `sync` so that
+//! none inherits another's writeback. The documents are stored into a
 //! template repository once per workload (not measured) and copied into
 //! every fresh state folder; the compiled-plugin cache is warmed once and
 //! copied too, as a running service would have it. Every run is checked:
@@ -48,6 +51,9 @@ const PARALLEL: usize = 8;
 /// uploads (as in the inbound bench).
 const IN_FLIGHT: usize = PARALLEL * 4;
 const PARTNER: &str = "globex";
+/// The peer row doing what wharf does to a large document: the SHA-256 of
+/// the bytes to send, then rclone's upload.
+const SAME_WORK: &str = "rclone+sha";
 const SCOPE: [&str; 3] = ["Partners", "globex", "Catalog"];
 const CHILD_ENV: &str = "WHARF_BENCH_OUTBOUND_CHILD";
 
@@ -401,6 +407,7 @@ fn main() {
             let mut wharf_rows = Vec::new();
             let mut rclone_rows = Vec::new();
             let mut serial_rows = Vec::new();
+            let mut same_work_rows = Vec::new();
             for _ in 0..opts.reps {
                 wharf_rows.push(bench.wharf(server, &w));
                 // rclone with its parallel transfers, and (for many files)
@@ -408,12 +415,25 @@ fn main() {
                 let mut variants = vec![(PARALLEL, "rclone")];
                 if small {
                     variants.push((1, "rclone-1"));
+                } else {
+                    variants.push((PARALLEL, SAME_WORK));
                 }
                 for (transfers, tool) in variants {
                     reset(server);
-                    let m = timed(
+                    let mut cmd = if tool == SAME_WORK {
+                        // Hash what is to be sent, then send it, as a
+                        // script would.
+                        let mut c = Command::new("sh");
+                        c.arg("-c")
+                            .arg(r#"openssl dgst -sha256 "$1"/* > /dev/null && shift && rclone "$@""#)
+                            .arg("sh")
+                            .arg(&w.local);
+                        c
+                    } else {
                         Command::new("rclone")
-                            .arg("copy")
+                    };
+                    let m = timed(
+                        cmd.arg("copy")
                             .arg(&w.local)
                             .arg(format!("{}:rclone-out", server.proto))
                             .arg("--config")
@@ -429,6 +449,8 @@ fn main() {
                     let row = Row::new(server.proto, &w.label, tool, &m, w.files.len(), w.bytes());
                     if transfers == 1 {
                         serial_rows.push(row);
+                    } else if tool == SAME_WORK {
+                        same_work_rows.push(row);
                     } else {
                         rclone_rows.push(row);
                     }
@@ -436,8 +458,10 @@ fn main() {
             }
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
-            if !serial_rows.is_empty() {
-                rows.push(median(serial_rows));
+            for peers in [serial_rows, same_work_rows] {
+                if !peers.is_empty() {
+                    rows.push(median(peers));
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&w.template);
@@ -447,7 +471,7 @@ fn main() {
 }
 
 fn print_rows(rows: &[Row], opts: &Options) {
-    print_table(rows, 8);
+    print_table(rows, 10);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
         let c = r
@@ -471,6 +495,12 @@ fn print_rows(rows: &[Row], opts: &Options) {
                 r.ratio(serial)
             ));
         }
+        if let Some(same) = r.peer(rows, SAME_WORK) {
+            line.push_str(&format!(
+                "; vs SHA-256 then rclone copy (the same work) {:.2}x",
+                r.ratio(same)
+            ));
+        }
         line.push_str(&format!("; {}", rss_target(r.rss)));
         println!("{line}");
     }
@@ -478,7 +508,8 @@ fn print_rows(rows: &[Row], opts: &Options) {
         "\n({}; \
          wharf: Runtime::open + one Runtime::once cycle, globex-print plugin, embedded repository (documents stored beforehand), \
          ledger (group-committed) and fsynced receipts, each document named by the plugin (read into memory when small, streamed from the repository when large) and uploaded to a temporary name, hashed on the way and checked, then renamed, {IN_FLIGHT} documents at once over {PARALLEL} connections; \
-         rclone copy from a local folder --transfers {PARALLEL} (rclone) or 1 (rclone-1) --checkers {PARALLEL}, straight to the final names, no fsync)",
+         rclone copy from a local folder --transfers {PARALLEL} (rclone) or 1 (rclone-1) --checkers {PARALLEL}, straight to the final names, no fsync; \
+         {SAME_WORK} (large document): the local file's SHA-256 by openssl dgst (hardware-accelerated where the CPU allows, as wharf's), then the same rclone copy)",
         opts.note(),
     );
 }

@@ -2,12 +2,15 @@
 //! real sshd on 127.0.0.1: one `Runtime::once` cycle (poll → claim → spool +
 //! SHA-256 → plugin → embedded repository → archive move on the server)
 //! beside `rclone copy` of the same files from the same server into a local
-//! folder, for 1,000 × 10 KiB files and for one 1 GiB file.
+//! folder, for 1,000 × 10 KiB files and for one 1 GiB file. The large file
+//! is also copied by a script doing wharf's work with rclone (`rclone+sha`:
+//! the copy, its SHA-256 by `openssl dgst`, an fsync), for comparison.
 //!
 //! The runtime runs in a child process (this binary again, with
 //! `WHARF_BENCH_CHILD` naming the configuration), so its peak RSS and its
 //! wall time are its own, measured as rclone's are: from spawn to exit, with
-//! the peak RSS from `wait4`. The compiled-plugin cache is warmed once and
+//! the peak RSS from `wait4`, each run after a `sync` so that none inherits
+//! another's writeback. The compiled-plugin cache is warmed once and
 //! copied into every fresh state folder, as a running service would have it.
 //! Every run is checked: all files filed, the ledger's done count, every
 //! document in the repository, the large document's bytes hashed again.
@@ -50,6 +53,9 @@ fn streams() -> usize {
     parallel().min(4)
 }
 const PARTNER: &str = "bench";
+/// The peer row doing what wharf does to a large file: rclone's copy, then
+/// its SHA-256 and an fsync.
+const SAME_WORK: &str = "rclone+sha";
 const CHILD_ENV: &str = "WHARF_BENCH_CHILD";
 
 type Row = wharf_tests::bench::Row<ChildReport>;
@@ -387,48 +393,70 @@ fn main() {
             };
             let mut wharf_rows = Vec::new();
             let mut rclone_rows = Vec::new();
+            let mut same_work_rows = Vec::new();
             for _ in 0..opts.reps {
                 wharf_rows.push(bench.wharf(server, &w));
                 restore_inbox(server, &w);
 
-                let dst = work.join("rclone-dst");
-                let _ = std::fs::remove_dir_all(&dst);
-                let m = timed(
-                    Command::new("rclone")
-                        .arg("copy")
-                        .arg(format!("{}:inbox", server.proto))
-                        .arg(&dst)
-                        .arg("--config")
-                        .arg(&servers.rclone_conf)
-                        .args(rclone_args(server.proto)),
-                    None,
-                );
-                let got = names_in(&dst);
-                assert_eq!(
-                    got.len(),
-                    w.files.len(),
-                    "rclone copied {} files",
-                    got.len()
-                );
+                // rclone's copy; for the large file also the same work as
+                // wharf's: the copy, its SHA-256 and an fsync, one after the
+                // other as a script would.
+                let mut variants = vec!["rclone"];
                 if !small {
-                    assert_eq!(
-                        sha256_file(&dst.join("big.bin")),
-                        w.files[0].1,
-                        "rclone's copy"
-                    );
+                    variants.push(SAME_WORK);
                 }
-                let _ = std::fs::remove_dir_all(&dst);
-                rclone_rows.push(Row::new(
-                    server.proto,
-                    &w.label,
-                    "rclone",
-                    &m,
-                    w.files.len(),
-                    w.bytes(),
-                ));
+                for tool in variants {
+                    let dst = work.join("rclone-dst");
+                    let _ = std::fs::remove_dir_all(&dst);
+                    let mut cmd = if tool == SAME_WORK {
+                        let mut c = Command::new("sh");
+                        c.arg("-c")
+                            .arg(
+                                r#"dst="$1"; shift; rclone "$@" && openssl dgst -sha256 "$dst/big.bin" > /dev/null && sync "$dst/big.bin""#,
+                            )
+                            .arg("sh")
+                            .arg(&dst);
+                        c
+                    } else {
+                        Command::new("rclone")
+                    };
+                    let m = timed(
+                        cmd.arg("copy")
+                            .arg(format!("{}:inbox", server.proto))
+                            .arg(&dst)
+                            .arg("--config")
+                            .arg(&servers.rclone_conf)
+                            .args(rclone_args(server.proto)),
+                        None,
+                    );
+                    let got = names_in(&dst);
+                    assert_eq!(
+                        got.len(),
+                        w.files.len(),
+                        "{tool} copied {} files",
+                        got.len()
+                    );
+                    if !small {
+                        assert_eq!(
+                            sha256_file(&dst.join("big.bin")),
+                            w.files[0].1,
+                            "{tool}'s copy"
+                        );
+                    }
+                    let _ = std::fs::remove_dir_all(&dst);
+                    let row = Row::new(server.proto, &w.label, tool, &m, w.files.len(), w.bytes());
+                    if tool == SAME_WORK {
+                        same_work_rows.push(row);
+                    } else {
+                        rclone_rows.push(row);
+                    }
+                }
             }
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
+            if !same_work_rows.is_empty() {
+                rows.push(median(same_work_rows));
+            }
             let _ = std::fs::remove_dir_all(inbox(server));
             let _ = std::fs::remove_dir_all(archive(server));
         }
@@ -437,7 +465,7 @@ fn main() {
 }
 
 fn print_rows(rows: &[Row], opts: &Options) {
-    print_table(rows, 7);
+    print_table(rows, 10);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
         let c = r
@@ -456,6 +484,12 @@ fn print_rows(rows: &[Row], opts: &Options) {
             c.plugin_secs / r.files as f64 * 1e3,
             throughput_target(ratio),
         );
+        if let Some(same) = r.peer(rows, SAME_WORK) {
+            line.push_str(&format!(
+                "; vs rclone copy then SHA-256 and sync (the same work) {:.2}x",
+                r.ratio(same)
+            ));
+        }
         if r.files == 1 {
             line.push_str(&format!("; {}", rss_target(r.rss)));
         }
@@ -468,6 +502,7 @@ fn print_rows(rows: &[Row], opts: &Options) {
          wharf: one Runtime::once cycle with max_connections = {parallel} and {in_flight} files in flight (concurrency, max_concurrent_files), \
          trivial plugin, embedded repository (fsynced blobs and metadata), ledger, archive move on the server; \
          rclone copy --transfers {parallel} --checkers {parallel}, no fsync, multi-thread {streams} streams from 64M on sftp, single stream on ftp; \
+         {SAME_WORK} (large file): the same rclone copy, then the copy's SHA-256 by openssl dgst (hardware-accelerated where the CPU allows, as wharf's) and a sync of it; \
          wharf fetches an SFTP file of 64 MiB or more as {streams} ranges, an FTP file in one stream)",
         opts.note(),
     );
