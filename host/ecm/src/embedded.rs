@@ -267,6 +267,9 @@ struct Inner {
     /// committed change and never wait for a commit (nor its fsync) in
     /// progress on `conn`.
     reader: Mutex<Connection>,
+    /// The database is in WAL mode (reads and commits do not wait for
+    /// each other).
+    wal: bool,
     state: PathBuf,
     blobs: Dir,
     tmp: Dir,
@@ -608,7 +611,18 @@ impl Embedded {
             Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         };
         let conn = Connection::open(state.join("repository.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        // Without a write-ahead log (a file system without shared memory),
+        // readers and the writer lock each other out: reads then never run
+        // on the calling task.
+        let wal = mode.eq_ignore_ascii_case("wal");
+        if !wal {
+            tracing::warn!(
+                mode,
+                "the repository could not use a write-ahead log; reads wait for writes"
+            );
+        }
         // Each commit is fsynced: the flows rely on a stored document staying stored.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -633,6 +647,7 @@ impl Embedded {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 reader: Mutex::new(reader),
+                wal,
                 state,
                 blobs,
                 tmp,
@@ -761,11 +776,15 @@ impl Embedded {
     /// Run the point lookup `f` (a few indexed rows, microseconds) on the
     /// reader connection: right here when the connection is free, which
     /// saves two thread hand-offs; on a blocking thread when another read
-    /// holds it.
+    /// holds it (or without a write-ahead log, where a read may wait for a
+    /// commit).
     async fn lookup<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        if !self.inner.wal {
+            return self.read(f).await;
+        }
         let f = match self.inner.reader.try_lock() {
             Ok(c) => return in_snapshot(&c, f),
             Err(std::sync::TryLockError::Poisoned(p)) => return in_snapshot(&p.into_inner(), f),
@@ -2236,5 +2255,97 @@ impl Repository for Embedded {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_one(repo: &Embedded) -> NodeId {
+        let data = b"%PDF-1.7 looked up".to_vec();
+        let doc = NewDocument {
+            parent: NodeId::ENTERPRISE,
+            name: "looked-up.pdf".into(),
+            description: None,
+            mime_type: "application/pdf".into(),
+            sha256: hex::encode(Sha256::digest(&data)),
+            categories: Vec::new(),
+            policy: CollisionPolicy::Reject,
+        };
+        repo.store_document(&doc, &crate::BytesSource(data.into()))
+            .await
+            .unwrap()
+            .node
+    }
+
+    /// Reads are served while the writer's connection is taken (as during a
+    /// group commit's fsync), and see what was committed before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = Embedded::open(dir.path()).await.unwrap();
+        assert!(repo.inner.wal);
+        let node = store_one(&repo).await;
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let _conn = repo.conn();
+                taken_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        };
+        taken_rx.recv().unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            (
+                repo.node(node).await.unwrap(),
+                repo.versions(node).await.unwrap(),
+                repo.children(NodeId::ENTERPRISE).await.unwrap(),
+            )
+        })
+        .await;
+        release_tx.send(()).unwrap();
+        writer.join().unwrap();
+        let (n, versions, children) = read.expect("reads waited for the writer");
+        assert_eq!(n.name, "looked-up.pdf");
+        assert_eq!(versions.len(), 1);
+        assert!(children.iter().any(|c| c.id == node));
+    }
+
+    /// A lookup finding the reader connection busy waits for it on a
+    /// blocking thread, not on the async worker.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_reader_sends_lookups_to_a_blocking_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = Embedded::open(dir.path()).await.unwrap();
+        let node = store_one(&repo).await;
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let _reader = repo.inner.reader.lock().unwrap();
+                taken_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        };
+        taken_rx.recv().unwrap();
+        let lookup = tokio::spawn({
+            let repo = repo.clone();
+            async move { repo.node(node).await }
+        });
+        // The one runtime thread is free to run this while the lookup waits.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!lookup.is_finished());
+        release_tx.send(()).unwrap();
+        reader.join().unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
+            .await
+            .expect("the lookup finished once the reader was free")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.id, node);
     }
 }
