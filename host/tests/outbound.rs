@@ -250,6 +250,48 @@ async fn approved_documents_leave_once_under_the_plugins_names() {
         "{receipt_path}"
     );
 
+    // Each delivery and each refusal left its audit event on the document.
+    let events: Vec<_> = repo
+        .audit(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| e.actor == "partner:globex")
+        .collect();
+    let of = |node: NodeId| -> Vec<(&str, Option<&str>)> {
+        events
+            .iter()
+            .filter(|e| e.node == Some(node))
+            .map(|e| (e.action.as_str(), e.sha256.as_deref()))
+            .collect()
+    };
+    assert_eq!(
+        of(a),
+        [("exported", Some(sha(&spring).as_str()))],
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.node == Some(a)
+            && e.detail
+                == format!(
+                    "version 1 as to-print/GLOBEX_J1_v1_Spring.pdf (delivery {})",
+                    d1.id
+                )),
+        "{events:#?}"
+    );
+    for node in [text_doc, no_job] {
+        assert_eq!(
+            of(node).iter().map(|e| e.0).collect::<Vec<_>>(),
+            ["export-refused"],
+            "{events:#?}"
+        );
+    }
+    assert!(
+        of(draft).is_empty() && of(outside).is_empty(),
+        "{events:#?}"
+    );
+
     // A second pass sends nothing again.
     let second = runtime.once().await;
     assert!(

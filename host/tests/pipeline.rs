@@ -177,6 +177,17 @@ fn claims(ledger: &Ledger, partner: &str) -> Vec<Claim> {
 
 /// Checks a quarantined file in `<partner root>/Exceptions`: the file
 /// itself, its `.error.json` record and its one open review task.
+/// The audit events recorded for `partner`'s transfers.
+async fn partner_events(repo: &Embedded, partner: &str) -> Vec<wharf_ecm::AuditEvent> {
+    repo.audit(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| e.actor == format!("partner:{partner}"))
+        .collect()
+}
+
 async fn assert_quarantined(
     repo: &Embedded,
     partner: &str,
@@ -391,6 +402,36 @@ async fn ftp_partner_files_valid_invoices_and_quarantines_the_rest() {
         ]
     );
 
+    // Every transfer left its audit event: the filed invoice on its
+    // document, each quarantined file on its captured copy.
+    let events = partner_events(repo, "acme").await;
+    let filed_events: Vec<_> = events.iter().filter(|e| e.action == "filed").collect();
+    assert_eq!(filed_events.len(), 1, "{events:#?}");
+    assert_eq!(filed_events[0].node, Some(doc.id));
+    assert_eq!(filed_events[0].sha256, Some(sha256(&valid)));
+    assert!(
+        filed_events[0]
+            .detail
+            .starts_with(&format!("inbox/{ACME_VALID} ({} bytes", valid.len())),
+        "{events:#?}"
+    );
+    let exceptions = repo
+        .resolve_path("/Partners/acme/Exceptions")
+        .await
+        .unwrap();
+    for (name, bytes) in [(ACME_MISMATCH, &mismatch), (ACME_BAD_NAME, &bad_name)] {
+        let captured = child(repo, exceptions, name).await;
+        let of_file: Vec<_> = events
+            .iter()
+            .filter(|e| e.detail.starts_with(&format!("inbox/{name} ")))
+            .collect();
+        assert_eq!(of_file.len(), 1, "{name}: {events:#?}");
+        assert_eq!(of_file[0].action, "quarantined");
+        assert_eq!(of_file[0].node, Some(captured.id));
+        assert_eq!(of_file[0].sha256, Some(sha256(bytes)));
+    }
+    assert_eq!(events.len(), 3, "{events:#?}");
+
     // A second cycle finds nothing new to do.
     let documents_before = documents(repo).await;
     let claims_before = claims(ledger, "acme");
@@ -404,6 +445,7 @@ async fn ftp_partner_files_valid_invoices_and_quarantines_the_rest() {
     assert_eq!(documents(repo).await, documents_before);
     assert_eq!(repo.workflows().await.unwrap(), workflows);
     assert_eq!(claims(ledger, "acme"), claims_before);
+    assert_eq!(partner_events(repo, "acme").await, events, "no new events");
 
     // The partner's server: inbox emptied, the invoice archived, the
     // rejected files in the error folder with a note each.
