@@ -190,6 +190,9 @@ enum Job {
         doc: NewDocument,
         blob: NewBlob,
         strict: bool,
+        /// Recorded with the store (on the stored node unless it names one)
+        /// unless the content was already there.
+        event: Option<Box<AuditEvent>>,
         reply: tokio::sync::oneshot::Sender<Result<Stored>>,
     },
     /// An audit event.
@@ -225,10 +228,26 @@ impl Job {
                 doc,
                 blob,
                 strict,
+                event,
                 reply,
             } => answer(
                 reply,
-                in_savepoint(tx, || store_tx(tx, actor, &doc, &blob, strict)),
+                in_savepoint(tx, || {
+                    let stored = store_tx(tx, actor, &doc, &blob, strict)?;
+                    if let Some(e) =
+                        event.filter(|_| stored.outcome != StoreOutcome::AlreadyPresent)
+                    {
+                        audit_in(
+                            tx,
+                            &e.action,
+                            &e.actor,
+                            e.node.or(Some(stored.node)),
+                            e.sha256.as_deref(),
+                            &e.detail,
+                        )?;
+                    }
+                    Ok(stored)
+                }),
             ),
             Job::Event { event: e, reply } => answer(
                 reply,
@@ -1203,7 +1222,7 @@ impl Embedded {
             categories,
             policy: CollisionPolicy::Reject,
         };
-        self.commit_store(doc, blob, true).await
+        self.commit_store(doc, blob, true, None).await
     }
 
     /// Add a version from a one-shot reader (used by the facade).
@@ -1253,13 +1272,38 @@ impl Embedded {
         .await
     }
 
+    /// Store `doc` with `content`, and `event` in the same commit.
+    async fn store_with(
+        &self,
+        doc: &NewDocument,
+        content: &dyn ContentSource,
+        event: Option<Box<AuditEvent>>,
+    ) -> Result<Stored> {
+        check_name(&doc.name)?;
+        if !is_sha(&doc.sha256) {
+            return Err(EcmError::invalid("sha256 must be 64 lower-case hex digits"));
+        }
+        // Content that does not match the declared checksum is refused
+        // before it gets a blob name.
+        let blob = self.write_blob(content, Some(&doc.sha256)).await?;
+        self.run_hook();
+        self.commit_store(doc.clone(), blob, false, event).await
+    }
+
     /// Queue a store for the next group commit and wait for its outcome.
-    async fn commit_store(&self, doc: NewDocument, blob: NewBlob, strict: bool) -> Result<Stored> {
+    async fn commit_store(
+        &self,
+        doc: NewDocument,
+        blob: NewBlob,
+        strict: bool,
+        event: Option<Box<AuditEvent>>,
+    ) -> Result<Stored> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.group_commit(Job::Store {
             doc,
             blob,
             strict,
+            event,
             reply,
         })
         .await?;
@@ -1946,16 +1990,19 @@ impl Repository for Embedded {
         doc: &NewDocument,
         content: &dyn ContentSource,
     ) -> Result<Stored> {
-        check_name(&doc.name)?;
-        if !is_sha(&doc.sha256) {
-            return Err(EcmError::invalid("sha256 must be 64 lower-case hex digits"));
-        }
-        // Content that does not match the declared checksum is refused
-        // before it gets a blob name.
-        let blob = self.write_blob(content, Some(&doc.sha256)).await?;
-        self.run_hook();
-        let doc = doc.clone();
-        self.commit_store(doc, blob, false).await
+        self.store_with(doc, content, None).await
+    }
+
+    async fn store_document_recorded(
+        &self,
+        doc: &NewDocument,
+        content: &dyn ContentSource,
+        event: &AuditEvent,
+    ) -> Result<Stored> {
+        // One transaction for both: the event is there exactly when the
+        // stored document is.
+        self.store_with(doc, content, Some(Box::new(event.clone())))
+            .await
     }
 
     async fn set_categories(&self, node: NodeId, categories: &[Category]) -> Result<()> {

@@ -66,6 +66,38 @@ pub trait Repository: Send + Sync {
         content: &dyn ContentSource,
     ) -> impl Future<Output = Result<Stored>> + Send;
 
+    /// Store a document as [`Repository::store_document`] does, and record
+    /// `event` (on the stored document unless it names a node) when the
+    /// store wrote something: a retried store that finds its content
+    /// already there records nothing again. A repository that can commits
+    /// both at once (the embedded store does); this default records the
+    /// event after the store, and a failure to record it (or a repository
+    /// without an audit write) leaves the stored document stored.
+    fn store_document_recorded(
+        &self,
+        doc: &NewDocument,
+        content: &dyn ContentSource,
+        event: &AuditEvent,
+    ) -> impl Future<Output = Result<Stored>> + Send {
+        async move {
+            let stored = self.store_document(doc, content).await?;
+            if stored.outcome != StoreOutcome::AlreadyPresent {
+                let event = AuditEvent {
+                    node: event.node.or(Some(stored.node)),
+                    ..event.clone()
+                };
+                match self.record_event(&event).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::Unsupported => {}
+                    Err(e) => {
+                        tracing::warn!(action = %event.action, "audit event not recorded: {e}")
+                    }
+                }
+            }
+            Ok(stored)
+        }
+    }
+
     /// Set (merge) category attributes on a node.
     fn set_categories(
         &self,

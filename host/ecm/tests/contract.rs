@@ -445,6 +445,52 @@ async fn audit_trail<R: Repository>(r: &R, _: &Embedded) {
     }
 }
 
+/// A store with its audit event: the event lands on the stored document
+/// once (where the repository can write events), and a retried store of
+/// the same content records nothing again.
+async fn store_recorded<R: Repository>(r: &R, store_: &Embedded) {
+    let f = folder(r, "recorded").await;
+    let d = doc(f, "filed.csv", b"rows", CollisionPolicy::Reject);
+    let event = AuditEvent {
+        action: "filed".into(),
+        actor: "partner:acme".into(),
+        node: None,
+        sha256: Some(sha(b"rows")),
+        detail: "inbox/filed.csv (4 bytes, claim 7)".into(),
+    };
+    let first = r
+        .store_document_recorded(&d, &BytesSource(b"rows".to_vec().into()), &event)
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, StoreOutcome::Created);
+    assert_eq!(fetch(r, first.node, None).await, b"rows");
+    let again = r
+        .store_document_recorded(&d, &BytesSource(b"rows".to_vec().into()), &event)
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, StoreOutcome::AlreadyPresent);
+    assert_eq!(again.node, first.node);
+    // Content Server has no audit write: only the embedded store has it.
+    let recorded: Vec<AuditEvent> = store_
+        .audit(Some(first.node))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| e.actor == "partner:acme")
+        .collect();
+    let embedded = std::any::type_name::<R>() == std::any::type_name::<Embedded>();
+    let want = if embedded {
+        vec![AuditEvent {
+            node: Some(first.node),
+            ..event
+        }]
+    } else {
+        Vec::new()
+    };
+    assert_eq!(recorded, want);
+}
+
 async fn not_found<R: Repository>(r: &R, _: &Embedded) {
     let missing = NodeId(987_654);
     assert_eq!(r.node(missing).await.unwrap_err().kind, ErrorKind::NotFound);
@@ -585,6 +631,7 @@ contract!(
     workspaces,
     workflows,
     audit_trail,
+    store_recorded,
     not_found,
     many_children_page,
     concurrent_stores,

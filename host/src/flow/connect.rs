@@ -410,6 +410,15 @@ impl Repository for AnyRepository {
         each!(self, r => r.store_document(doc, content).await)
     }
 
+    async fn store_document_recorded(
+        &self,
+        doc: &NewDocument,
+        content: &dyn ContentSource,
+        event: &AuditEvent,
+    ) -> wharf_ecm::Result<Stored> {
+        each!(self, r => r.store_document_recorded(doc, content, event).await)
+    }
+
     async fn set_categories(&self, node: NodeId, categories: &[Category]) -> wharf_ecm::Result<()> {
         each!(self, r => r.set_categories(node, categories).await)
     }
