@@ -584,12 +584,14 @@ impl<R: Repository + 'static> Outbound<R> {
         }
         match delivery.state {
             DeliveryState::Uploaded => {
+                // The receipt carries the delivery's audit event: both are
+                // recorded at once, and a resumed delivery whose receipt
+                // is already stored records neither again.
                 let receipt = self.receipt(delivery, doc).await?;
                 *delivery = self
                     .step(move |l| l.delivery_done(id, Some(receipt)))
                     .await?;
                 self.drop_spool(delivery);
-                self.audit("exported", delivery).await;
                 report.outcome = ExportOutcome::Delivered;
                 report.remote_path = delivery.remote_path.clone();
                 report.detail = format!("receipt {receipt}");
@@ -689,7 +691,8 @@ impl<R: Repository + 'static> Outbound<R> {
         Ok(id)
     }
 
-    /// File the delivery's receipt; returns its node.
+    /// File the delivery's receipt, with the delivery's audit event;
+    /// returns its node.
     async fn receipt(&self, d: &Delivery, doc: &ecm::Node) -> Result<u64, String> {
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
@@ -720,7 +723,7 @@ impl<R: Repository + 'static> Outbound<R> {
         );
         let stored = self
             .repo()
-            .store_document(
+            .store_document_recorded(
                 &ecm::NewDocument {
                     parent: folder,
                     name: name.replace(':', "_"),
@@ -753,6 +756,7 @@ impl<R: Repository + 'static> Outbound<R> {
                     policy: ecm::CollisionPolicy::NewDocument,
                 },
                 &ecm::BytesSource(bytes.into()),
+                &self.event("exported", d),
             )
             .await
             .map_err(|e| {
@@ -762,8 +766,9 @@ impl<R: Repository + 'static> Outbound<R> {
         Ok(stored.node.0 as u64)
     }
 
-    async fn audit(&self, action: &str, d: &Delivery) {
-        let event = ecm::AuditEvent {
+    /// The audit event `action` about delivery `d`, on its document.
+    fn event(&self, action: &str, d: &Delivery) -> ecm::AuditEvent {
+        ecm::AuditEvent {
             action: action.into(),
             actor: format!("partner:{}", d.key.partner),
             node: Some(NodeId(d.key.node_id as i64)),
@@ -774,7 +779,11 @@ impl<R: Repository + 'static> Outbound<R> {
                 d.remote_path.as_deref().unwrap_or("-"),
                 d.id
             ),
-        };
+        }
+    }
+
+    async fn audit(&self, action: &str, d: &Delivery) {
+        let event = self.event(action, d);
         match self.repo().record_event(&event).await {
             Ok(()) => {}
             Err(e) if e.kind == ecm::ErrorKind::Unsupported => {}
