@@ -475,6 +475,32 @@ async fn ftp_partner_files_valid_invoices_and_quarantines_the_rest() {
     assert!(note.contains("line: 3\n"), "{note}");
     let note = std::fs::read_to_string(error.join("invoice-november.csv.error.txt")).unwrap();
     assert!(note.starts_with("bad-name\n"), "{note}");
+
+    // The partner sends the same invoice again (a new file with the same
+    // bytes): the repository already holds it, and this transfer still has
+    // its own 'filed' event on the same document.
+    let resent = server.seed(&format!("inbox/{ACME_VALID}"), &valid).unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&resent)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let third = runtime.once().await;
+    assert_clean(&third);
+    assert_eq!(third.count(Outcome::Filed), 1, "{:#?}", third.files);
+    let filed_events: Vec<_> = partner_events(repo, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "filed")
+        .collect();
+    assert_eq!(filed_events.len(), 2, "{filed_events:#?}");
+    assert!(
+        filed_events.iter().all(|e| e.node == Some(doc.id)),
+        "{filed_events:#?}"
+    );
+    assert_ne!(filed_events[0].detail, filed_events[1].detail);
 }
 
 #[tokio::test(flavor = "multi_thread")]

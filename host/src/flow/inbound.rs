@@ -871,6 +871,7 @@ impl<R: Repository + 'static> Inbound<R> {
                     .await
                     .map_err(err)?;
                 self.forget_spool(id);
+                self.audit("filed", &claim, claim.node_id).await;
                 report.outcome = Outcome::Filed;
                 report.node = claim.node_id;
                 report.detail = format!("node {}", claim.node_id.unwrap_or(0));
@@ -1396,10 +1397,7 @@ impl<R: Repository + 'static> Inbound<R> {
             }
         };
         let doc = filing::new_document(parent, filing, &self.provenance(claim, plugin));
-        // The audit event goes with the document: recorded exactly when it
-        // is stored, never again by a resumed filing.
-        let filed = self.event("filed", claim, None);
-        let stored = store_spooled(self.repo.as_ref(), &doc, spool, Some(&filed))
+        let stored = store_spooled(self.repo.as_ref(), &doc, spool)
             .await
             .map_err(StepError::ecm)?;
         let node = stored.node;
@@ -1508,7 +1506,7 @@ impl<R: Repository + 'static> Inbound<R> {
                 categories: vec![exception_category.clone(), provenance.category()],
                 policy: ecm::CollisionPolicy::NewDocument,
             };
-            let stored = store_spooled(self.repo.as_ref(), &doc, spool, None)
+            let stored = store_spooled(self.repo.as_ref(), &doc, spool)
                 .await
                 .map_err(StepError::ecm)?;
             attached = Some(stored.node);
@@ -1712,9 +1710,8 @@ impl<R: Repository + 'static> Inbound<R> {
         self.remove_marker(claim).await
     }
 
-    /// The audit event `action` about `claim`'s file, on `node`.
-    fn event(&self, action: &str, claim: &Claim, node: Option<u64>) -> ecm::AuditEvent {
-        ecm::AuditEvent {
+    async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {
+        let event = ecm::AuditEvent {
             action: action.into(),
             actor: format!("partner:{}", self.partner.id),
             node: node.map(|n| NodeId(n as i64)),
@@ -1723,11 +1720,7 @@ impl<R: Repository + 'static> Inbound<R> {
                 "{} ({} bytes, claim {})",
                 claim.key.path, claim.key.size, claim.id
             ),
-        }
-    }
-
-    async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {
-        let event = self.event(action, claim, node);
+        };
         match self.repo.record_event(&event).await {
             Ok(()) => {}
             // Content Server has no audit write; the delivery log carries it.

@@ -70,30 +70,16 @@ impl crate::plugin::ContentSource for SpoolContent {
     }
 }
 
-/// Store `doc` with the bytes of `spool` (and `event` about it, in the
-/// same commit where the repository can).
+/// Store `doc` with the bytes of `spool`.
 pub(crate) async fn store_spooled<R: Repository>(
     repo: &R,
     doc: &ecm::NewDocument,
     spool: &Spooled,
-    event: Option<&ecm::AuditEvent>,
 ) -> Result<ecm::Stored, ecm::EcmError> {
-    let memory;
-    let file;
-    let content: &dyn ecm::ContentSource = match spool {
-        Spooled::Memory(b) => {
-            memory = ecm::BytesSource(b.clone());
-            &memory
-        }
-        Spooled::File(p) => {
-            file = ecm::FileSource::new(p);
-            &file
-        }
-        Spooled::Staged(s) => s,
-    };
-    match event {
-        Some(e) => repo.store_document_recorded(doc, content, e).await,
-        None => repo.store_document(doc, content).await,
+    match spool {
+        Spooled::Memory(b) => repo.store_document(doc, &ecm::BytesSource(b.clone())).await,
+        Spooled::File(p) => repo.store_document(doc, &ecm::FileSource::new(p)).await,
+        Spooled::Staged(s) => repo.store_document(doc, s).await,
     }
 }
 
