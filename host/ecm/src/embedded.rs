@@ -237,31 +237,14 @@ impl Job {
                     if let Some(e) =
                         event.filter(|_| stored.outcome != StoreOutcome::AlreadyPresent)
                     {
-                        audit_in(
-                            tx,
-                            &e.action,
-                            &e.actor,
-                            e.node.or(Some(stored.node)),
-                            e.sha256.as_deref(),
-                            &e.detail,
-                        )?;
+                        record_in(tx, &e, Some(stored.node))?;
                     }
                     Ok(stored)
                 }),
             ),
-            Job::Event { event: e, reply } => answer(
-                reply,
-                in_savepoint(tx, || {
-                    audit_in(
-                        tx,
-                        &e.action,
-                        &e.actor,
-                        e.node,
-                        e.sha256.as_deref(),
-                        &e.detail,
-                    )
-                }),
-            ),
+            Job::Event { event: e, reply } => {
+                answer(reply, in_savepoint(tx, || record_in(tx, &e, None)))
+            }
         }
     }
 
@@ -505,6 +488,18 @@ fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         mime_type: r.get(8)?,
         versions: is_doc.then_some(count as u32),
     })
+}
+
+/// Record the event `e` (on `default_node` unless it names a node).
+fn record_in(tx: &Connection, e: &AuditEvent, default_node: Option<NodeId>) -> Result<()> {
+    audit_in(
+        tx,
+        &e.action,
+        &e.actor,
+        e.node.or(default_node),
+        e.sha256.as_deref(),
+        &e.detail,
+    )
 }
 
 /// `f` with one snapshot of the repository for all its statements.
@@ -763,18 +758,29 @@ impl Embedded {
         self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The read-only connection (poisoned or not, as [`Embedded::conn`]).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.inner.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` with this store on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Embedded) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(EcmError::storage)?
+    }
+
     /// Run `f` with the connection on a blocking thread.
     async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = me.conn();
-            f(&mut c, &me.inner.actor)
-        })
-        .await
-        .map_err(EcmError::storage)?
+        self.blocking(move |me| f(&mut me.conn(), &me.inner.actor))
+            .await
     }
 
     /// Run the read-only query `f` on the reader connection, on a blocking
@@ -783,13 +789,7 @@ impl Embedded {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let c = me.inner.reader.lock().unwrap_or_else(|p| p.into_inner());
-            in_snapshot(&c, f)
-        })
-        .await
-        .map_err(EcmError::storage)?
+        self.blocking(move |me| in_snapshot(&me.reader(), f)).await
     }
 
     /// Run the point lookup `f` (a few indexed rows, microseconds) on the
@@ -821,27 +821,25 @@ impl Embedded {
         let expected = expected.map(str::to_string);
         if let Some(staged) = content.staged() {
             check_expected(staged.sha256(), expected.as_deref())?;
-            let (me, staged) = (self.clone(), staged.clone());
-            return tokio::task::spawn_blocking(move || me.put_staged(&staged))
-                .await
-                .map_err(EcmError::storage)?;
+            let staged = staged.clone();
+            return self.blocking(move |me| me.put_staged(&staged)).await;
         }
         if let Some(data) = content.in_memory() {
             if data.len() <= INLINE_BLOB {
                 // Hashed here (tens of microseconds at most): no file to write.
                 return self.put_bytes(data.clone(), expected.as_deref());
             }
-            let (me, data) = (self.clone(), data.clone());
-            return tokio::task::spawn_blocking(move || me.put_bytes(data, expected.as_deref()))
-                .await
-                .map_err(EcmError::storage)?;
+            let data = data.clone();
+            return self
+                .blocking(move |me| me.put_bytes(data, expected.as_deref()))
+                .await;
         }
         if let (Some(path), Some(expected)) = (content.local_file(), &expected) {
-            let (me, path, expected) = (self.clone(), path.to_path_buf(), expected.clone());
+            let (path, expected) = (path.to_path_buf(), expected.clone());
             let link = content.local_file_immutable();
-            return tokio::task::spawn_blocking(move || me.put_file(&path, link, &expected))
-                .await
-                .map_err(EcmError::storage)?;
+            return self
+                .blocking(move |me| me.put_file(&path, link, &expected))
+                .await;
         }
         let mut reader = content.open().await?;
         self.write_blob_from(&mut reader, expected).await
@@ -866,11 +864,10 @@ impl Embedded {
             head.extend_from_slice(&buf[..n]);
         }
         if eof {
-            let me = self.clone();
             let head = Bytes::from(head);
-            return tokio::task::spawn_blocking(move || me.put_bytes(head, expected.as_deref()))
-                .await
-                .map_err(EcmError::storage)?;
+            return self
+                .blocking(move |me| me.put_bytes(head, expected.as_deref()))
+                .await;
         }
         let tmp_dir = self.inner.tmp.try_clone()?;
         let tmp_name = temp_name();
@@ -907,9 +904,8 @@ impl Embedded {
             let _ = tmp_dir.remove_file(&tmp_name);
             return Err(e);
         }
-        let me = self.clone();
         let sha2 = sha.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        self.blocking(move |me| {
             if me.blob_is_durable(&sha2)? {
                 // Same content is already stored: keep the existing blob.
                 tmp_dir.remove_file(&tmp_name)?;
@@ -919,8 +915,7 @@ impl Embedded {
                 me.publish(&tmp_dir, Path::new(&tmp_name), &sha2)
             }
         })
-        .await
-        .map_err(EcmError::storage)??;
+        .await?;
         Ok(NewBlob::file(sha, size))
     }
 
