@@ -303,6 +303,8 @@ struct Doc {
 struct Inventory {
     invoices: Vec<Doc>,
     exceptions: Vec<String>,
+    /// How many 'filed' audit events name each source path.
+    filed_events: HashMap<String, usize>,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -373,11 +375,47 @@ fn inventory(state: &Path) -> Inventory {
                 .collect(),
             None => Vec::new(),
         };
+        let mut filed_events = HashMap::new();
+        for record in repo.audit(None).await.unwrap() {
+            if record.event.action == "filed" {
+                // "<source path> (<size> bytes, claim <id>)"
+                let path = record.event.detail.split(" (").next().unwrap_or_default();
+                *filed_events.entry(path.to_string()).or_default() += 1;
+            }
+        }
         Inventory {
             invoices,
             exceptions,
+            filed_events,
         }
     })
+}
+
+/// Every invoice has exactly one 'filed' audit event, and none is left
+/// waiting in the ledger.
+fn assert_filed_events_once(
+    inventory: &Inventory,
+    ledger: &Ledger,
+    files: &BTreeMap<String, Vec<u8>>,
+) {
+    let waiting = ledger.outbox(PARTNER, 10).unwrap();
+    assert!(waiting.is_empty(), "events never sent: {waiting:#?}");
+    let wrong: Vec<(String, usize)> = files
+        .keys()
+        .map(|name| {
+            let source = format!("inbox/{name}");
+            let n = inventory.filed_events.get(&source).copied().unwrap_or(0);
+            (source, n)
+        })
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} file(s) without exactly one 'filed' event, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert_eq!(inventory.filed_events.len(), files.len());
 }
 
 /// Every invoice is in the repository exactly once, under its own name,
@@ -609,9 +647,11 @@ fn kill_nine_ten_times_files_each_exactly_once() {
     let claims = assert_ledger_filed(&ledger, &files);
     let resumed = claims.iter().filter(|c| c.attempts > 1).count();
     println!("{resumed} claim(s) took more than one attempt");
-    drop(ledger);
     assert_server_done(&server, &files);
-    assert_filed_once(&inventory(&state.join("ecm")), &files);
+    let inventory = inventory(&state.join("ecm"));
+    assert_filed_once(&inventory, &files);
+    assert_filed_events_once(&inventory, &ledger, &files);
+    drop(ledger);
     println!(
         "checks in {:.1} s; whole test {:.1} s",
         checks.elapsed().as_secs_f64(),

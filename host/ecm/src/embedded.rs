@@ -116,7 +116,8 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT NOT NULL,
     node INTEGER,
     sha256 TEXT,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    event_key TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_node ON audit(node);
 "#;
@@ -200,6 +201,11 @@ enum Job {
         event: AuditEvent,
         reply: tokio::sync::oneshot::Sender<Result<()>>,
     },
+    /// Audit events recorded once per key.
+    Events {
+        events: Vec<KeyedEvent>,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
 }
 
 /// How a job run in a group commit is answered once the commit is done
@@ -245,6 +251,14 @@ impl Job {
             Job::Event { event: e, reply } => {
                 answer(reply, in_savepoint(tx, || record_in(tx, &e, None)))
             }
+            Job::Events { events, reply } => answer(
+                reply,
+                in_savepoint(tx, || {
+                    events
+                        .iter()
+                        .try_for_each(|e| record_keyed_in(tx, &e.key, &e.event))
+                }),
+            ),
         }
     }
 
@@ -254,7 +268,7 @@ impl Job {
             Job::Store { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
-            Job::Event { reply, .. } => {
+            Job::Event { reply, .. } | Job::Events { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -502,6 +516,24 @@ fn record_in(tx: &Connection, e: &AuditEvent, default_node: Option<NodeId>) -> R
     )
 }
 
+/// Record `e` under `key` unless an event with that key is recorded.
+fn record_keyed_in(tx: &Connection, key: &str, e: &AuditEvent) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO audit (at, action, actor, node, sha256, detail, event_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        now_secs(),
+        e.action,
+        e.actor,
+        e.node.map(|n| n.0),
+        e.sha256,
+        e.detail,
+        key
+    ])?;
+    Ok(())
+}
+
 /// `f` with one snapshot of the repository for all its statements.
 fn in_snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     let snapshot = c.unchecked_transaction()?;
@@ -647,6 +679,18 @@ impl Embedded {
         conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        // A repository from before keyed events: its audit table gains the key.
+        let keyed: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'event_key'",
+            [],
+            |r| r.get(0),
+        )?;
+        if keyed == 0 {
+            conn.execute_batch("ALTER TABLE audit ADD COLUMN event_key TEXT")?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS audit_key ON audit(event_key) WHERE event_key IS NOT NULL",
+        )?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO nodes (id, parent, name, subtype, created, modified) \
              VALUES (2000, NULL, 'Enterprise', 141, ?1, ?1)",
@@ -2276,6 +2320,20 @@ impl Repository for Embedded {
             .map_err(|_| EcmError::storage("event abandoned by the committing thread"))?
     }
 
+    async fn record_events(&self, events: &[KeyedEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.group_commit(Job::Events {
+            events: events.to_vec(),
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| EcmError::storage("events abandoned by the committing thread"))?
+    }
+
     async fn audit(&self, node: Option<NodeId>) -> Result<Vec<AuditRecord>> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -2319,6 +2377,43 @@ mod tests {
             .await
             .unwrap()
             .node
+    }
+
+    /// A repository from before keyed events gains the key, keeps its
+    /// events, and records keyed ones once.
+    #[tokio::test]
+    async fn an_older_audit_table_gains_event_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = Embedded::open(dir.path()).await.unwrap();
+        let node = store_one(&repo).await;
+        drop(repo);
+        let conn = Connection::open(dir.path().join("repository.db")).unwrap();
+        conn.execute_batch("DROP INDEX audit_key; ALTER TABLE audit DROP COLUMN event_key")
+            .unwrap();
+        drop(conn);
+        let (repo, _) = Embedded::open(dir.path()).await.unwrap();
+        let before = repo.audit(Some(node)).await.unwrap();
+        assert!(!before.is_empty());
+        let keyed = KeyedEvent {
+            key: "k".into(),
+            event: AuditEvent {
+                action: "filed".into(),
+                actor: "partner:acme".into(),
+                node: Some(node),
+                sha256: None,
+                detail: "d".into(),
+            },
+        };
+        repo.record_events(std::slice::from_ref(&keyed))
+            .await
+            .unwrap();
+        repo.record_events(std::slice::from_ref(&keyed))
+            .await
+            .unwrap();
+        let after = repo.audit(Some(node)).await.unwrap();
+        assert_eq!(after[..before.len()], before[..]);
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after[before.len()].event, keyed.event);
     }
 
     /// Reads are served while the writer's connection is taken (as during a

@@ -155,6 +155,22 @@ pub trait Repository: Send + Sync {
     /// Write an audit event.
     fn record_event(&self, event: &AuditEvent) -> impl Future<Output = Result<()>> + Send;
 
+    /// Write `events` together. An event whose key the repository has
+    /// recorded before is left out, so a batch whose outcome was not learnt
+    /// (a crash, a lost answer) can be sent again without recording
+    /// anything twice. The embedded store commits a batch in one
+    /// transaction and keeps the keys; this default records the events one
+    /// by one with [`Repository::record_event`], without keys, and stops at
+    /// the first failure.
+    fn record_events(&self, events: &[KeyedEvent]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for e in events {
+                self.record_event(&e.event).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Read audit events, of one node or of all when `None`, oldest first.
     fn audit(&self, node: Option<NodeId>) -> impl Future<Output = Result<Vec<AuditRecord>>> + Send;
 }

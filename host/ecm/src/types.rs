@@ -407,6 +407,16 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// An audit event with a key that names it once and for all: see
+/// [`crate::Repository::record_events`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedEvent {
+    /// Unique to this event, however often it is sent.
+    pub key: String,
+    /// The event.
+    pub event: AuditEvent,
+}
+
 /// A recorded audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -491,6 +491,44 @@ async fn store_recorded<R: Repository>(r: &R, store_: &Embedded) {
     assert_eq!(recorded, want);
 }
 
+/// Events recorded under keys: a batch sent again records only what it
+/// did not record before (where the repository can write events).
+async fn keyed_events<R: Repository>(r: &R, store_: &Embedded) {
+    let f = folder(r, "keyed").await;
+    let event = |detail: &str| AuditEvent {
+        action: "filed".into(),
+        actor: "partner:keyed".into(),
+        node: Some(f),
+        sha256: None,
+        detail: detail.into(),
+    };
+    let keyed = |key: &str, detail: &str| KeyedEvent {
+        key: key.into(),
+        event: event(detail),
+    };
+    let first = [keyed("k1", "one"), keyed("k2", "two")];
+    let again = [keyed("k2", "two"), keyed("k3", "three"), keyed("k1", "one")];
+    let embedded = std::any::type_name::<R>() == std::any::type_name::<Embedded>();
+    if !embedded {
+        // Content Server has no audit write.
+        let e = r.record_events(&first).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        return;
+    }
+    r.record_events(&first).await.unwrap();
+    r.record_events(&again).await.unwrap();
+    r.record_events(&[]).await.unwrap();
+    let details: Vec<String> = store_
+        .audit(Some(f))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.actor == "partner:keyed")
+        .map(|e| e.event.detail)
+        .collect();
+    assert_eq!(details, ["one", "two", "three"]);
+}
+
 async fn not_found<R: Repository>(r: &R, _: &Embedded) {
     let missing = NodeId(987_654);
     assert_eq!(r.node(missing).await.unwrap_err().kind, ErrorKind::NotFound);
@@ -632,6 +670,7 @@ contract!(
     workflows,
     audit_trail,
     store_recorded,
+    keyed_events,
     not_found,
     many_children_page,
     concurrent_stores,

@@ -475,6 +475,10 @@ impl Repository for AnyRepository {
         each!(self, r => r.record_event(event).await)
     }
 
+    async fn record_events(&self, events: &[wharf_ecm::KeyedEvent]) -> wharf_ecm::Result<()> {
+        each!(self, r => r.record_events(events).await)
+    }
+
     async fn audit(&self, node: Option<NodeId>) -> wharf_ecm::Result<Vec<AuditRecord>> {
         each!(self, r => r.audit(node).await)
     }

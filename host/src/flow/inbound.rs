@@ -33,6 +33,14 @@ use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, Rejection, Verdi
 
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
+
+/// Audit events waiting in the outbox are sent to the repository once this
+/// many wait, once the oldest has waited [`EVENTS_WAIT`], or once no file
+/// of the partner is in flight.
+const EVENTS_BATCH: usize = 64;
+
+/// See [`EVENTS_BATCH`].
+const EVENTS_WAIT: Duration = Duration::from_secs(1);
 /// Transfers at least this large get a progress bar on a terminal.
 pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 /// Name of the repository category describing a quarantined file.
@@ -248,6 +256,11 @@ pub struct Inbound<R> {
     role: Role,
     canary: arc_swap::ArcSwapOption<Canary>,
     pending_acks: Mutex<HashMap<String, (i64, &'static str, String)>>,
+    /// Audit events this pipeline put into the ledger's outbox and has not
+    /// sent yet, and when it last sent some.
+    unsent: Mutex<(usize, Instant)>,
+    /// Held while the outbox is being sent.
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// A candidate build deciding a share of the files in shadow.
@@ -328,6 +341,8 @@ impl<R: Repository + 'static> Inbound<R> {
             role: Role::Inbox,
             canary: arc_swap::ArcSwapOption::empty(),
             pending_acks: Mutex::new(HashMap::new()),
+            unsent: Mutex::new((0, Instant::now())),
+            sending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -538,6 +553,10 @@ impl<R: Repository + 'static> Inbound<R> {
                 reports.push(report);
             }
         }
+        // Events an earlier run committed and did not send.
+        if let Err(e) = self.flush_events().await {
+            tracing::warn!(partner = %self.partner.id, "audit events wait in the ledger: {e}");
+        }
         Ok(reports)
     }
 
@@ -673,10 +692,12 @@ impl<R: Repository + 'static> Inbound<R> {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
         }
-        self.busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        let idle = {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            busy.remove(&key);
+            busy.is_empty()
+        };
+        self.send_events(idle).await;
         match report.outcome {
             Outcome::Retrying => tracing::warn!(
                 partner = %self.partner.id, path = %report.path, step = report.failed_step.unwrap_or("?"),
@@ -867,11 +888,15 @@ impl<R: Repository + 'static> Inbound<R> {
         match claim.state {
             State::Filed => {
                 self.post_process(&claim).await.map_err(err)?;
-                self.ledger_step(move |l| l.done(id, State::Filed))
+                // The 'filed' event is committed with the step, into the
+                // ledger's outbox, and reaches the repository with others
+                // (`send_events`).
+                let event = self.event("filed", &claim, claim.node_id);
+                self.ledger_step(move |l| l.done_recorded(id, State::Filed, &event))
                     .await
                     .map_err(err)?;
+                self.unsent.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
                 self.forget_spool(id);
-                self.audit("filed", &claim, claim.node_id).await;
                 report.outcome = Outcome::Filed;
                 report.node = claim.node_id;
                 report.detail = format!("node {}", claim.node_id.unwrap_or(0));
@@ -1710,8 +1735,8 @@ impl<R: Repository + 'static> Inbound<R> {
         self.remove_marker(claim).await
     }
 
-    async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {
-        let event = ecm::AuditEvent {
+    fn event(&self, action: &str, claim: &Claim, node: Option<u64>) -> ecm::AuditEvent {
+        ecm::AuditEvent {
             action: action.into(),
             actor: format!("partner:{}", self.partner.id),
             node: node.map(|n| NodeId(n as i64)),
@@ -1720,7 +1745,72 @@ impl<R: Repository + 'static> Inbound<R> {
                 "{} ({} bytes, claim {})",
                 claim.key.path, claim.key.size, claim.id
             ),
+        }
+    }
+
+    /// Send the outbox's events when they are due (see [`EVENTS_BATCH`]);
+    /// `idle` when no file of the partner is in flight.
+    async fn send_events(&self, idle: bool) {
+        let due = {
+            let (unsent, last) = *self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+            unsent > 0 && (idle || unsent >= EVENTS_BATCH || last.elapsed() >= EVENTS_WAIT)
         };
+        if !due {
+            return;
+        }
+        // The last file out waits for a send in progress, then sends what
+        // came after it; the others leave it to the send in progress.
+        let _sending = if idle {
+            self.sending.lock().await
+        } else {
+            match self.sending.try_lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            }
+        };
+        if let Err(e) = self.send_outbox().await {
+            tracing::warn!(partner = %self.partner.id, "audit events wait in the ledger: {}", e.message);
+        }
+    }
+
+    /// Send every audit event of this partner waiting in the ledger's
+    /// outbox to the repository. They stay in the outbox (to be sent again
+    /// with the next file, or by the next start) when it fails.
+    pub async fn flush_events(&self) -> Result<(), String> {
+        let _sending = self.sending.lock().await;
+        self.send_outbox().await.map_err(|e| e.message)
+    }
+
+    async fn send_outbox(&self) -> Result<(), StepError> {
+        const BATCH: usize = 256;
+        loop {
+            let partner = self.partner.id.clone();
+            let batch = self.ledger_step(move |l| l.outbox(&partner, BATCH)).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let events: Vec<ecm::KeyedEvent> = batch.iter().map(|o| o.event.clone()).collect();
+            match self.repo.record_events(&events).await {
+                Ok(()) => {}
+                // Content Server has no audit write; the delivery log carries it.
+                Err(e) if e.kind == ErrorKind::Unsupported => {}
+                Err(e) => return Err(StepError::ecm(e)),
+            }
+            let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
+            self.ledger_step(move |l| l.outbox_sent(&ids)).await?;
+            {
+                let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+                unsent.0 = unsent.0.saturating_sub(batch.len());
+                unsent.1 = Instant::now();
+            }
+            if batch.len() < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {
+        let event = self.event(action, claim, node);
         match self.repo.record_event(&event).await {
             Ok(()) => {}
             // Content Server has no audit write; the delivery log carries it.

@@ -21,8 +21,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod canary;
 mod deliveries;
+mod outbox;
 pub use canary::{CanaryRecord, CanarySummary};
 pub use deliveries::{Delivery, DeliveryClaim, DeliveryKey, DeliveryState};
+pub use outbox::Outgoing;
 use serde::Serialize;
 
 /// Errors of the ledger.
@@ -216,6 +218,9 @@ pub(crate) fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// More work within a step's transaction, given the changed claim.
+type Then<'a> = dyn Fn(&Connection, &Claim) -> Result<(), LedgerError> + 'a;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS claims (
     id          INTEGER PRIMARY KEY,
@@ -281,6 +286,17 @@ CREATE TABLE IF NOT EXISTS canary (
     at         INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS canary_partner ON canary (partner, candidate, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY,
+    partner    TEXT NOT NULL,
+    event_key  TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    node       INTEGER,
+    sha256     TEXT,
+    detail     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_partner ON outbox (partner, id);
 PRAGMA user_version = 2;
 ";
 
@@ -378,6 +394,20 @@ impl Ledger {
         set: &str,
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<Claim, LedgerError> {
+        self.advance_then(id, expected, to, set, values, None)
+    }
+
+    /// [`Self::advance`], and `then` with the changed claim in the same
+    /// transaction: both are committed, or neither.
+    fn advance_then(
+        &self,
+        id: i64,
+        expected: State,
+        to: State,
+        set: &str,
+        values: &[&dyn rusqlite::ToSql],
+        then: Option<&Then<'_>>,
+    ) -> Result<Claim, LedgerError> {
         if !expected.may_become(to) {
             return Err(LedgerError::Transition {
                 id,
@@ -387,8 +417,10 @@ impl Ledger {
             });
         }
         let conn = self.conn();
-        // One statement, committed on its own: the state is checked and
-        // changed atomically, and the changed row comes back.
+        // One statement, committed on its own unless `then` follows it: the
+        // state is checked and changed atomically, and the changed row
+        // comes back.
+        let tx = then.map(|_| conn.unchecked_transaction()).transpose()?;
         let sql = format!(
             "UPDATE claims SET state = ?1, updated_at = ?2{set} WHERE id = ?3 AND state = ?4 \
              RETURNING {COLUMNS}"
@@ -410,6 +442,10 @@ impl Ledger {
                 to,
             });
         };
+        if let (Some(tx), Some(then)) = (tx, then) {
+            then(&tx, &claim)?;
+            tx.commit()?;
+        }
         drop(conn);
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
