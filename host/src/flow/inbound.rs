@@ -746,8 +746,18 @@ impl<R: Repository + 'static> Inbound<R> {
         let id = claim.id;
         let err = |e: StepError| (id, e);
         let mut spooled: Option<Spooled> = None;
+        // The checksum of bytes held in memory whose transfer is not
+        // recorded yet: it is recorded with the filing, or before any other
+        // step (see `Ledger::transferred_and_filed`).
+        let mut unrecorded: Option<String> = None;
         if claim.state == State::Claimed {
             match self.transfer(entry, &claim, report).await {
+                Ok((sha, spool @ Spooled::Memory(_))) => {
+                    claim.state = State::Transferred;
+                    claim.sha256 = Some(sha.clone());
+                    unrecorded = Some(sha);
+                    spooled = Some(spool);
+                }
                 Ok((sha, spool)) => {
                     claim = self
                         .ledger_step(move |l| l.transferred(id, &sha))
@@ -783,6 +793,11 @@ impl<R: Repository + 'static> Inbound<R> {
             if let Ok(verdict) = &decided {
                 report.canary = self.shadow(&claim, entry, &spool, &plugin, verdict).await;
             }
+            if !matches!(decided, Ok(Verdict::Accept(_))) {
+                self.record_transfer(&mut claim, &mut unrecorded)
+                    .await
+                    .map_err(err)?;
+            }
             match decided {
                 Err((code, message)) if code == "plugin-unavailable" => {
                     return Err(err(StepError {
@@ -806,11 +821,20 @@ impl<R: Repository + 'static> Inbound<R> {
                         .file(&claim, &filing, &plugin, &spool)
                         .await
                         .map_err(err);
+                    if node.is_err() {
+                        self.record_transfer(&mut claim, &mut unrecorded)
+                            .await
+                            .map_err(err)?;
+                    }
                     match node {
                         Ok(node) => {
                             let digest = plugin.digest().to_string();
+                            let sha = unrecorded.take();
                             claim = self
-                                .ledger_step(move |l| l.filed(id, node, &digest))
+                                .ledger_step(move |l| match sha {
+                                    Some(sha) => l.transferred_and_filed(id, &sha, node, &digest),
+                                    None => l.filed(id, node, &digest),
+                                })
                                 .await
                                 .map_err(err)?;
                             let pending = self
@@ -974,6 +998,19 @@ impl<R: Repository + 'static> Inbound<R> {
             }
             Err(e2) => fail(report, e2),
         }
+    }
+
+    /// Record the transfer of `claim` if it is `unrecorded` yet.
+    async fn record_transfer(
+        &self,
+        claim: &mut Claim,
+        unrecorded: &mut Option<String>,
+    ) -> Result<(), StepError> {
+        if let Some(sha) = unrecorded.take() {
+            let id = claim.id;
+            *claim = self.ledger_step(move |l| l.transferred(id, &sha)).await?;
+        }
+        Ok(())
     }
 
     fn quarantine(&self, claim: &Claim, exception: &Exception) -> Result<Claim, StepError> {

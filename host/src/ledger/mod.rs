@@ -477,6 +477,39 @@ impl Ledger {
         Ok(claim)
     }
 
+    /// [`Ledger::transferred`] and [`Ledger::filed`] in one commit. For
+    /// bytes held only in memory, recording the transfer on its own buys
+    /// nothing: after a crash they must be fetched again either way.
+    pub fn transferred_and_filed(
+        &self,
+        id: i64,
+        sha256: &str,
+        node_id: u64,
+        plugin: &str,
+    ) -> Result<Claim, LedgerError> {
+        let claim = self.advance_then(
+            id,
+            State::Claimed,
+            State::Transferred,
+            ", sha256 = ?5",
+            &[&sha256],
+            Some(&|tx, _| {
+                tx.prepare_cached(
+                    "UPDATE claims SET state = 'filed', node_id = ?2, plugin = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, node_id as i64, plugin])?;
+                Ok(())
+            }),
+        )?;
+        self.make_durable()?;
+        Ok(Claim {
+            state: State::Filed,
+            node_id: Some(node_id),
+            plugin: Some(plugin.to_string()),
+            ..claim
+        })
+    }
+
     /// The file is an exception for `reason`; `from` is its current state.
     pub fn quarantined(&self, id: i64, from: State, reason: &str) -> Result<Claim, LedgerError> {
         let claim = self.advance(id, from, State::Quarantined, ", reason = ?5", &[&reason])?;
@@ -709,6 +742,36 @@ mod tests {
             ClaimOutcome::New(c) => c,
             other => panic!("expected a new claim, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_transfer_and_its_filing_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let id = {
+            let ledger = Ledger::open(&path).unwrap();
+            let c = new_claim(&ledger, "in/a.csv");
+            let filed = ledger
+                .transferred_and_filed(c.id, "ab", 42, "sha256:plugin")
+                .unwrap();
+            assert_eq!(filed.state, State::Filed);
+            assert_eq!(filed.sha256.as_deref(), Some("ab"));
+            assert_eq!(filed, ledger.get(c.id).unwrap());
+            // Only from claimed: a second one is refused and changes nothing.
+            assert!(
+                ledger
+                    .transferred_and_filed(c.id, "cd", 43, "other")
+                    .is_err()
+            );
+            c.id
+        };
+        let ledger = Ledger::open(&path).unwrap();
+        let c = ledger.get(id).unwrap();
+        assert_eq!(
+            (c.state, c.sha256.as_deref(), c.node_id, c.plugin.as_deref()),
+            (State::Filed, Some("ab"), Some(42), Some("sha256:plugin"))
+        );
+        ledger.done(id, State::Filed).unwrap();
     }
 
     #[test]
