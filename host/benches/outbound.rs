@@ -39,8 +39,8 @@ use wharf_ecm::{
     NewDocument, NodeId, Repository,
 };
 use wharf_tests::bench::{
-    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, large_label, median,
-    print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
+    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
+    median, print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
     throughput_target, timed, write_large,
 };
 
@@ -500,6 +500,10 @@ fn print_rows(rows: &[Row], opts: &Options) {
                 "; vs SHA-256 then rclone copy (the same work) {:.2}x",
                 r.ratio(same)
             ));
+        }
+        if r.files == 1 {
+            let peer = r.peer(rows, "rclone").expect("rclone row");
+            line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
         }
         line.push_str(&format!("; {}", rss_target(r.rss)));
         println!("{line}");

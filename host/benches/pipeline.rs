@@ -34,8 +34,8 @@ use wharf::ledger::{Ledger, State};
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{NodeKind, Repository};
 use wharf_tests::bench::{
-    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, large_label, median,
-    print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
+    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
+    median, print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
     throughput_target, timed, write_large,
 };
 
@@ -491,6 +491,8 @@ fn print_rows(rows: &[Row], opts: &Options) {
             ));
         }
         if r.files == 1 {
+            let peer = r.peer(rows, "rclone").expect("rclone row");
+            line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
             line.push_str(&format!("; {}", rss_target(r.rss)));
         }
         println!("{line}");

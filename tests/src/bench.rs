@@ -449,6 +449,37 @@ pub fn sha256_file(path: &Path) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Seconds this machine takes to compute the SHA-256 of `bytes` bytes held
+/// in memory, with the implementation wharf uses (best of three): no tool
+/// that must hash a file can move it faster than this.
+pub fn sha256_floor_secs(bytes: u64) -> f64 {
+    let block = vec![0x5au8; 8 << 20];
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let mut hasher = Sha256::new();
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                hasher.update(&block[..n]);
+                left -= n as u64;
+            }
+            std::hint::black_box(hasher.finalize());
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// What the hash floor ([`sha256_floor_secs`]) allows against a peer that
+/// does not hash: the best ratio a hashing tool could reach.
+pub fn hash_floor_note(bytes: u64, peer_secs: f64) -> String {
+    let floor = sha256_floor_secs(bytes);
+    format!(
+        "the SHA-256 alone of these bytes in memory takes {floor:.2} s here, so no hashing tool can pass {:.2}x plain rclone",
+        peer_secs / floor
+    )
+}
+
 /// The hex SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
