@@ -218,7 +218,8 @@ impl Runtime {
                     Some(folder) => Some(Arc::new(
                         make()?
                             .for_acks(folder)
-                            .map_err(|e| anyhow::anyhow!("ack_folder: {e}"))?,
+                            .map_err(|e| anyhow::anyhow!("ack_folder: {e}"))?
+                            .sharing_events_with(&inbound),
                     )),
                     None => None,
                 };
@@ -746,6 +747,13 @@ impl Runtime {
                         }
                     }
                 });
+            }
+            if started {
+                // Events whose file finished long ago, or whose send failed.
+                for pipe in self.partners[index].pipelines() {
+                    let pipe = pipe.clone();
+                    tracker.spawn(async move { pipe.send_events(false).await });
+                }
             }
             if started && let Some(ready) = self.poll(index).await {
                 for (pipe, entry) in ready {

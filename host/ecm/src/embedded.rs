@@ -254,9 +254,7 @@ impl Job {
             Job::Events { events, reply } => answer(
                 reply,
                 in_savepoint(tx, || {
-                    events
-                        .iter()
-                        .try_for_each(|e| record_keyed_in(tx, &e.key, &e.event))
+                    events.iter().try_for_each(|e| record_keyed_in(tx, e))
                 }),
             ),
         }
@@ -516,20 +514,21 @@ fn record_in(tx: &Connection, e: &AuditEvent, default_node: Option<NodeId>) -> R
     )
 }
 
-/// Record `e` under `key` unless an event with that key is recorded.
-fn record_keyed_in(tx: &Connection, key: &str, e: &AuditEvent) -> Result<()> {
+/// Record `e` unless an event with its key is recorded.
+fn record_keyed_in(tx: &Connection, e: &KeyedEvent) -> Result<()> {
+    let (k, ev) = (&e.key, &e.event);
     tx.prepare_cached(
         "INSERT OR IGNORE INTO audit (at, action, actor, node, sha256, detail, event_key) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        now_secs(),
-        e.action,
-        e.actor,
-        e.node.map(|n| n.0),
-        e.sha256,
-        e.detail,
-        key
+        e.at,
+        ev.action,
+        ev.actor,
+        ev.node.map(|n| n.0),
+        ev.sha256,
+        ev.detail,
+        k
     ])?;
     Ok(())
 }
@@ -679,18 +678,26 @@ impl Embedded {
         conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        // A repository from before keyed events: its audit table gains the key.
-        let keyed: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'event_key'",
-            [],
-            |r| r.get(0),
-        )?;
-        if keyed == 0 {
-            conn.execute_batch("ALTER TABLE audit ADD COLUMN event_key TEXT")?;
+        // A repository from before keyed events: its audit table gains the
+        // key (once, whoever opens it first).
+        {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let keyed: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'event_key'",
+                [],
+                |r| r.get(0),
+            )?;
+            if keyed == 0 {
+                tx.execute_batch("ALTER TABLE audit ADD COLUMN event_key TEXT")?;
+            }
+            tx.execute_batch(
+                "CREATE UNIQUE INDEX IF NOT EXISTS audit_key ON audit(event_key) WHERE event_key IS NOT NULL",
+            )?;
+            tx.commit()?;
         }
-        conn.execute_batch(
-            "CREATE UNIQUE INDEX IF NOT EXISTS audit_key ON audit(event_key) WHERE event_key IS NOT NULL",
-        )?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO nodes (id, parent, name, subtype, created, modified) \
              VALUES (2000, NULL, 'Enterprise', 141, ?1, ?1)",
@@ -2396,6 +2403,7 @@ mod tests {
         assert!(!before.is_empty());
         let keyed = KeyedEvent {
             key: "k".into(),
+            at: 1_700_000_000,
             event: AuditEvent {
                 action: "filed".into(),
                 actor: "partner:acme".into(),
@@ -2414,6 +2422,7 @@ mod tests {
         assert_eq!(after[..before.len()], before[..]);
         assert_eq!(after.len(), before.len() + 1);
         assert_eq!(after[before.len()].event, keyed.event);
+        assert_eq!(after[before.len()].at, rfc3339(keyed.at));
     }
 
     /// Reads are served while the writer's connection is taken (as during a

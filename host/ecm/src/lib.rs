@@ -155,13 +155,14 @@ pub trait Repository: Send + Sync {
     /// Write an audit event.
     fn record_event(&self, event: &AuditEvent) -> impl Future<Output = Result<()>> + Send;
 
-    /// Write `events` together. An event whose key the repository has
-    /// recorded before is left out, so a batch whose outcome was not learnt
-    /// (a crash, a lost answer) can be sent again without recording
-    /// anything twice. The embedded store commits a batch in one
-    /// transaction and keeps the keys; this default records the events one
-    /// by one with [`Repository::record_event`], without keys, and stops at
-    /// the first failure.
+    /// Write `events` together, each dated when it happened. The embedded
+    /// store commits a batch in one transaction and leaves out an event
+    /// whose key it recorded before, so a batch whose outcome was not
+    /// learnt (a crash, a lost answer) can be sent again without recording
+    /// anything twice. This default records the events one by one with
+    /// [`Repository::record_event`] (dated when recorded), ignores the
+    /// keys and stops at the first failure: sent again, a batch may be
+    /// recorded twice in part.
     fn record_events(&self, events: &[KeyedEvent]) -> impl Future<Output = Result<()>> + Send {
         async move {
             for e in events {

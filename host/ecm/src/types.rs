@@ -413,6 +413,9 @@ pub struct AuditEvent {
 pub struct KeyedEvent {
     /// Unique to this event, however often it is sent.
     pub key: String,
+    /// When it happened (seconds since the Unix epoch), which may be well
+    /// before it is sent.
+    pub at: i64,
     /// The event.
     pub event: AuditEvent,
 }

@@ -504,6 +504,7 @@ async fn keyed_events<R: Repository>(r: &R, store_: &Embedded) {
     };
     let keyed = |key: &str, detail: &str| KeyedEvent {
         key: key.into(),
+        at: 1_700_000_000,
         event: event(detail),
     };
     let first = [keyed("k1", "one"), keyed("k2", "two")];

@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use wharf_ecm::{self as ecm, ErrorKind, NodeId, Repository};
 use wharf_endpoint::{Endpoint, Entry, EntryKind, RemotePath};
 
+use super::events::EventSender;
 use super::filing::{self, Provenance};
 pub use super::spool::IN_MEMORY_MAX;
 use super::spool::{Spooled, store_spooled};
@@ -34,13 +35,6 @@ use crate::plugin::{AckMatch, FileInfo, PartnerContext, Plugin, Rejection, Verdi
 /// Files at least this large are fetched as parallel byte ranges.
 const SEGMENTED_FROM: u64 = 64 * 1024 * 1024;
 
-/// Audit events waiting in the outbox are sent to the repository once this
-/// many wait, once the oldest has waited [`EVENTS_WAIT`], or once no file
-/// of the partner is in flight.
-const EVENTS_BATCH: usize = 64;
-
-/// See [`EVENTS_BATCH`].
-const EVENTS_WAIT: Duration = Duration::from_secs(1);
 /// Transfers at least this large get a progress bar on a terminal.
 pub const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 /// Name of the repository category describing a quarantined file.
@@ -256,11 +250,9 @@ pub struct Inbound<R> {
     role: Role,
     canary: arc_swap::ArcSwapOption<Canary>,
     pending_acks: Mutex<HashMap<String, (i64, &'static str, String)>>,
-    /// Audit events this pipeline put into the ledger's outbox and has not
-    /// sent yet, and when it last sent some.
-    unsent: Mutex<(usize, Instant)>,
-    /// Held while the outbox is being sent.
-    sending: tokio::sync::Mutex<()>,
+    /// Sends the audit events the partner's steps put into the ledger's
+    /// outbox.
+    events: Arc<EventSender>,
 }
 
 /// A candidate build deciding a share of the files in shadow.
@@ -341,9 +333,15 @@ impl<R: Repository + 'static> Inbound<R> {
             role: Role::Inbox,
             canary: arc_swap::ArcSwapOption::empty(),
             pending_acks: Mutex::new(HashMap::new()),
-            unsent: Mutex::new((0, Instant::now())),
-            sending: tokio::sync::Mutex::new(()),
+            events: Arc::new(EventSender::new()),
         })
+    }
+
+    /// This pipeline sending its audit events with `other`'s sender (the
+    /// partner's pipelines share one).
+    pub fn sharing_events_with(mut self, other: &Self) -> Self {
+        self.events = other.events.clone();
+        self
     }
 
     /// The same pipeline reading the partner's acknowledgement folder
@@ -817,6 +815,14 @@ impl<R: Repository + 'static> Inbound<R> {
                     report.failed_step = Some("plugin");
                 }
                 Ok(Verdict::Accept(filing)) => {
+                    if filing.workflow.is_some() {
+                        // The filing records its node before the workflow
+                        // starts: on a claim whose transfer is on record,
+                        // so a resume checks the bytes it fetches again.
+                        self.record_transfer(&mut claim, &mut unrecorded)
+                            .await
+                            .map_err(err)?;
+                    }
                     let node = self
                         .file(&claim, &filing, &plugin, &spool)
                         .await
@@ -916,10 +922,10 @@ impl<R: Repository + 'static> Inbound<R> {
                 // ledger's outbox, and reaches the repository with others
                 // (`send_events`).
                 let event = self.event("filed", &claim, claim.node_id);
+                self.events.adding();
                 self.ledger_step(move |l| l.done_recorded(id, State::Filed, &event))
                     .await
                     .map_err(err)?;
-                self.unsent.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
                 self.forget_spool(id);
                 report.outcome = Outcome::Filed;
                 report.node = claim.node_id;
@@ -1785,65 +1791,21 @@ impl<R: Repository + 'static> Inbound<R> {
         }
     }
 
-    /// Send the outbox's events when they are due (see [`EVENTS_BATCH`]);
-    /// `idle` when no file of the partner is in flight.
-    async fn send_events(&self, idle: bool) {
-        let due = {
-            let (unsent, last) = *self.unsent.lock().unwrap_or_else(|e| e.into_inner());
-            unsent > 0 && (idle || unsent >= EVENTS_BATCH || last.elapsed() >= EVENTS_WAIT)
-        };
-        if !due {
-            return;
-        }
-        // The last file out waits for a send in progress, then sends what
-        // came after it; the others leave it to the send in progress.
-        let _sending = if idle {
-            self.sending.lock().await
-        } else {
-            match self.sending.try_lock() {
-                Ok(g) => g,
-                Err(_) => return,
-            }
-        };
-        if let Err(e) = self.send_outbox().await {
-            tracing::warn!(partner = %self.partner.id, "audit events wait in the ledger: {}", e.message);
-        }
+    /// Send the partner's waiting audit events if they are due (see
+    /// [`EventSender`]); `idle` when no file of the partner is in flight.
+    pub async fn send_events(&self, idle: bool) {
+        self.events
+            .send_if_due(&self.ledger, self.repo.as_ref(), &self.partner.id, idle)
+            .await
     }
 
     /// Send every audit event of this partner waiting in the ledger's
-    /// outbox to the repository. They stay in the outbox (to be sent again
-    /// with the next file, or by the next start) when it fails.
+    /// outbox to the repository. They stay in the outbox (to be sent by a
+    /// later poll or the next start) when it fails.
     pub async fn flush_events(&self) -> Result<(), String> {
-        let _sending = self.sending.lock().await;
-        self.send_outbox().await.map_err(|e| e.message)
-    }
-
-    async fn send_outbox(&self) -> Result<(), StepError> {
-        const BATCH: usize = 256;
-        loop {
-            let partner = self.partner.id.clone();
-            let batch = self.ledger_step(move |l| l.outbox(&partner, BATCH)).await?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let events: Vec<ecm::KeyedEvent> = batch.iter().map(|o| o.event.clone()).collect();
-            match self.repo.record_events(&events).await {
-                Ok(()) => {}
-                // Content Server has no audit write; the delivery log carries it.
-                Err(e) if e.kind == ErrorKind::Unsupported => {}
-                Err(e) => return Err(StepError::ecm(e)),
-            }
-            let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
-            self.ledger_step(move |l| l.outbox_sent(&ids)).await?;
-            {
-                let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
-                unsent.0 = unsent.0.saturating_sub(batch.len());
-                unsent.1 = Instant::now();
-            }
-            if batch.len() < BATCH {
-                return Ok(());
-            }
-        }
+        self.events
+            .flush(&self.ledger, self.repo.as_ref(), &self.partner.id)
+            .await
     }
 
     async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {

@@ -5,7 +5,9 @@
 //! (partner, path, size, mtime). The claim then advances through
 //! `claimed → transferred → filed → done`, or is diverted to
 //! `quarantined → done`. Each step is committed to SQLite (WAL, full sync)
-//! before the next begins, so after a crash — even `kill -9` — start-up
+//! before the next begins (a small file held only in memory has its
+//! transfer committed with its filing: after a crash it is fetched again
+//! either way), so after a crash — even `kill -9` — start-up
 //! finds every unfinished claim with the last step it completed and resumes
 //! from there: a file that reached `filed` is never filed again, and no
 //! claimed file is forgotten.
@@ -294,7 +296,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     actor      TEXT NOT NULL,
     node       INTEGER,
     sha256     TEXT,
-    detail     TEXT NOT NULL
+    detail     TEXT NOT NULL,
+    at         INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_partner ON outbox (partner, id);
 PRAGMA user_version = 2;
@@ -772,6 +775,19 @@ mod tests {
             (State::Filed, Some("ab"), Some(42), Some("sha256:plugin"))
         );
         ledger.done(id, State::Filed).unwrap();
+
+        // The filing refused: the transfer is not recorded either.
+        let b = new_claim(&ledger, "in/b.csv");
+        ledger
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON claims WHEN NEW.state = 'filed' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+        assert!(ledger.transferred_and_filed(b.id, "ef", 44, "p").is_err());
+        let b = ledger.get(b.id).unwrap();
+        assert_eq!((b.state, b.sha256), (State::Claimed, None));
     }
 
     #[test]

@@ -31,8 +31,8 @@ fn enqueue(tx: &Connection, claim: &Claim, event: &AuditEvent) -> Result<(), Led
         .unwrap_or(0);
     let key = format!("ledger claim {} {} {nanos}", claim.id, event.action);
     tx.prepare_cached(
-        "INSERT INTO outbox (partner, event_key, action, actor, node, sha256, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO outbox (partner, event_key, action, actor, node, sha256, detail, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         claim.key.partner,
@@ -41,7 +41,8 @@ fn enqueue(tx: &Connection, claim: &Claim, event: &AuditEvent) -> Result<(), Led
         event.actor,
         event.node.map(|n| n.0),
         event.sha256,
-        event.detail
+        event.detail,
+        super::now()
     ])?;
     Ok(())
 }
@@ -74,7 +75,7 @@ impl Ledger {
     pub fn outbox(&self, partner: &str, limit: usize) -> Result<Vec<Outgoing>, LedgerError> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT id, event_key, action, actor, node, sha256, detail FROM outbox \
+            "SELECT id, event_key, action, actor, node, sha256, detail, at FROM outbox \
              WHERE partner = ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = st.query_map(params![partner, limit as i64], |r| {
@@ -82,6 +83,7 @@ impl Ledger {
                 id: r.get(0)?,
                 event: KeyedEvent {
                     key: r.get(1)?,
+                    at: r.get(7)?,
                     event: AuditEvent {
                         action: r.get(2)?,
                         actor: r.get(3)?,
@@ -169,6 +171,19 @@ mod tests {
         ledger.outbox_sent(&[out[0].id]).unwrap();
         assert_eq!(ledger.outbox("acme", 10).unwrap(), out[1..]);
         assert_eq!(ledger.get(b).unwrap().outcome.as_deref(), Some("filed"));
+    }
+
+    #[test]
+    fn a_step_whose_event_fails_is_not_taken() {
+        let ledger = Ledger::in_memory().unwrap();
+        let a = filed(&ledger, "in/a");
+        ledger.conn().execute_batch("DROP TABLE outbox").unwrap();
+        assert!(
+            ledger
+                .done_recorded(a.id, State::Filed, &event("a"))
+                .is_err()
+        );
+        assert_eq!(ledger.get(a.id).unwrap().state, State::Filed);
     }
 
     #[test]
