@@ -1344,17 +1344,14 @@ impl Embedded {
         strict: bool,
         event: Option<Box<AuditEvent>>,
     ) -> Result<Stored> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group_commit(Job::Store {
+        self.commit_job("store", |reply| Job::Store {
             doc,
             blob,
             strict,
             event,
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| EcmError::storage("store abandoned by the committing thread"))?
+        .await
     }
 
     /// Queue `job` for the next group commit and see that it is run.
@@ -1368,6 +1365,19 @@ impl Embedded {
         tokio::task::spawn_blocking(move || me.drain_jobs())
             .await
             .map_err(EcmError::storage)
+    }
+
+    /// The job `make` builds around its reply, group-committed, and its
+    /// answer; `what` names it if the committing thread drops it.
+    async fn commit_job<T>(
+        &self,
+        what: &str,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> Job,
+    ) -> Result<T> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.group_commit(make(reply)).await?;
+        rx.await
+            .map_err(|_| EcmError::storage(format!("{what} abandoned by the committing thread")))?
     }
 
     fn drain_jobs(&self) {
@@ -2317,28 +2327,22 @@ impl Repository for Embedded {
     }
 
     async fn record_event(&self, event: &AuditEvent) -> Result<()> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group_commit(Job::Event {
+        self.commit_job("event", |reply| Job::Event {
             event: event.clone(),
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| EcmError::storage("event abandoned by the committing thread"))?
+        .await
     }
 
     async fn record_events(&self, events: &[KeyedEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group_commit(Job::Events {
+        self.commit_job("events", |reply| Job::Events {
             events: events.to_vec(),
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| EcmError::storage("events abandoned by the committing thread"))?
+        .await
     }
 
     async fn audit(&self, node: Option<NodeId>) -> Result<Vec<AuditRecord>> {
