@@ -517,12 +517,13 @@ fn record_in(tx: &Connection, e: &AuditEvent, default_node: Option<NodeId>) -> R
 /// Record `e` unless an event with its key is recorded.
 fn record_keyed_in(tx: &Connection, e: &KeyedEvent) -> Result<()> {
     let (k, ev) = (&e.key, &e.event);
+    let at = if e.at > 0 { e.at } else { now_secs() };
     tx.prepare_cached(
         "INSERT OR IGNORE INTO audit (at, action, actor, node, sha256, detail, event_key) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        e.at,
+        at,
         ev.action,
         ev.actor,
         ev.node.map(|n| n.0),

@@ -414,7 +414,8 @@ pub struct KeyedEvent {
     /// Unique to this event, however often it is sent.
     pub key: String,
     /// When it happened (seconds since the Unix epoch), which may be well
-    /// before it is sent.
+    /// before it is sent; 0 when unknown (then it is dated when recorded).
+    #[serde(default)]
     pub at: i64,
     /// The event.
     pub event: AuditEvent,

@@ -1,13 +1,14 @@
 //! Audit events on their way from the ledger's outbox to the repository.
 //!
-//! A step that must leave an audit event (a file filed) puts the event into
-//! the ledger's outbox in the step's own commit. [`EventSender`] sends what
-//! waits in batches: when enough wait, when the oldest has waited long
-//! enough, or when the partner has nothing in flight. A send first makes
-//! the outbox durable, so an event the repository holds can never be lost
-//! from the ledger and sent again under a new key; the repository keeps
-//! each key once, so a batch sent again after a crash records nothing
-//! twice.
+//! A step that must leave an audit event (a file done with after its
+//! filing) puts the event into the ledger's outbox in the step's own
+//! commit, dated then. [`EventSender`] sends what waits in batches: when
+//! enough wait, when the oldest has waited long enough, or when a pipeline
+//! has nothing in flight. A batch read from the outbox is made durable
+//! before it is sent, so an event the repository holds can never be lost
+//! from the ledger and sent again under a new key; the embedded repository
+//! keeps each key once, so a batch sent again after a crash records
+//! nothing twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::ledger::Ledger;
 pub const EVENTS_BATCH: usize = 64;
 
 /// …or once the oldest has waited this long (checked as files finish and
-/// at every poll), or once no file of the partner is in flight.
+/// at every poll), or once no file of the pipeline is in flight.
 pub const EVENTS_WAIT: Duration = Duration::from_secs(1);
 
 /// Events read from the outbox per repository call.
@@ -55,16 +56,25 @@ impl EventSender {
         w.since.get_or_insert_with(Instant::now);
     }
 
+    /// The event announced with [`EventSender::adding`] was not committed.
+    pub fn not_added(&self) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.count = w.count.saturating_sub(1);
+        if w.count == 0 {
+            w.since = None;
+        }
+    }
+
+    /// Whether a send is due; when `idle` one always is (the outbox may
+    /// hold events this process did not count, left by an earlier one).
     fn due(&self, idle: bool) -> bool {
         let w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        w.count > 0
-            && (idle
-                || w.count >= EVENTS_BATCH
-                || w.since.is_some_and(|t| t.elapsed() >= EVENTS_WAIT))
+        idle || (w.count > 0
+            && (w.count >= EVENTS_BATCH || w.since.is_some_and(|t| t.elapsed() >= EVENTS_WAIT)))
     }
 
     /// Send `partner`'s events if they are due; `idle` when no file of the
-    /// partner is in flight. A sender that would wait for a send in
+    /// calling pipeline is in flight. A sender that would wait for a send in
     /// progress leaves it to that one, unless it is `idle`: the last file
     /// out waits, then sends what came after.
     pub async fn send_if_due<R: Repository>(
@@ -118,7 +128,13 @@ impl EventSender {
                 w.since = (w.count > 0).then(Instant::now);
                 Ok(())
             }
-            Err(e) => Err(e),
+            // Something waits (perhaps left by an earlier process): the
+            // next poll tries again.
+            Err(e) => {
+                w.count = w.count.max(1);
+                w.since.get_or_insert_with(Instant::now);
+                Err(e)
+            }
         }
     }
 }
@@ -135,11 +151,15 @@ pub async fn send_outbox<R: Repository>(
         let batch = {
             let (ledger, partner) = (ledger.clone(), partner.to_string());
             tokio::task::spawn_blocking(move || {
+                let batch = ledger.outbox(&partner, SEND_BATCH)?;
                 // Durable before it can reach the repository: otherwise a
                 // power loss could take the event (and its key) back out
-                // of the ledger after the repository recorded it.
-                ledger.make_durable()?;
-                ledger.outbox(&partner, SEND_BATCH)
+                // of the ledger after the repository recorded it. (Every
+                // step read is counted before its rows can be read.)
+                if !batch.is_empty() {
+                    ledger.make_durable()?;
+                }
+                Ok::<_, crate::ledger::LedgerError>(batch)
             })
             .await
             .map_err(|e| e.to_string())?

@@ -923,9 +923,13 @@ impl<R: Repository + 'static> Inbound<R> {
                 // (`send_events`).
                 let event = self.event("filed", &claim, claim.node_id);
                 self.events.adding();
-                self.ledger_step(move |l| l.done_recorded(id, State::Filed, &event))
-                    .await
-                    .map_err(err)?;
+                let done = self
+                    .ledger_step(move |l| l.done_recorded(id, State::Filed, &event))
+                    .await;
+                if done.is_err() {
+                    self.events.not_added();
+                }
+                done.map_err(err)?;
                 self.forget_spool(id);
                 report.outcome = Outcome::Filed;
                 report.node = claim.node_id;
@@ -1792,7 +1796,7 @@ impl<R: Repository + 'static> Inbound<R> {
     }
 
     /// Send the partner's waiting audit events if they are due (see
-    /// [`EventSender`]); `idle` when no file of the partner is in flight.
+    /// [`EventSender`]); `idle` when no file of this pipeline is in flight.
     pub async fn send_events(&self, idle: bool) {
         self.events
             .send_if_due(&self.ledger, self.repo.as_ref(), &self.partner.id, idle)

@@ -4,10 +4,10 @@
 //! Before a file is transferred it is *claimed* under its identity
 //! (partner, path, size, mtime). The claim then advances through
 //! `claimed → transferred → filed → done`, or is diverted to
-//! `quarantined → done`. Each step is committed to SQLite (WAL, full sync)
-//! before the next begins (a small file held only in memory has its
-//! transfer committed with its filing: after a crash it is fetched again
-//! either way), so after a crash — even `kill -9` — start-up
+//! `quarantined → done`. Each step is committed to SQLite (WAL) before the
+//! next begins (a small file held only in memory has its transfer committed
+//! with its filing, unless the filing starts a workflow, is refused or
+//! fails: after a crash it is fetched again either way), so after a crash — even `kill -9` — start-up
 //! finds every unfinished claim with the last step it completed and resumes
 //! from there: a file that reached `filed` is never filed again, and no
 //! claimed file is forgotten.
@@ -299,7 +299,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     detail     TEXT NOT NULL,
     at         INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_partner ON outbox (partner, id);
 PRAGMA user_version = 2;
 ";
 
@@ -323,9 +322,10 @@ impl Ledger {
         // WAL for concurrent readers. Every commit survives a crash of the
         // process; the steps that precede an irreversible action on a
         // partner's server (filed, quarantined) or record one (a workflow
-        // started) also survive power loss: they fsync the log, one fsync
-        // for all steps committed meanwhile (`make_durable`). Losing any
-        // other step to power loss only repeats work that is idempotent.
+        // started), and audit events before they are sent from the outbox,
+        // also survive power loss: they fsync the log, one fsync for all
+        // steps committed meanwhile (`make_durable`). Losing any other step
+        // to power loss only repeats work that is idempotent.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Statement journals and sorts stay in memory, not temporary files.
@@ -344,6 +344,15 @@ impl Ledger {
             return Err(LedgerError::Schema(version));
         }
         conn.execute_batch(SCHEMA)?;
+        // An outbox from before events were dated gains the date.
+        let dated: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'at'",
+            [],
+            |r| r.get(0),
+        )?;
+        if dated == 0 {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN at INTEGER NOT NULL DEFAULT 0")?;
+        }
         Ok(Ledger {
             conn: Mutex::new(conn),
             wal: None,
@@ -449,9 +458,11 @@ impl Ledger {
             then(&tx, &claim)?;
             tx.commit()?;
         }
-        drop(conn);
+        // Counted before the lock is released: whoever reads this step's
+        // rows next (an outbox send) finds it counted for `make_durable`.
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(conn);
         Ok(claim)
     }
 
