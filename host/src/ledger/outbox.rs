@@ -184,7 +184,9 @@ mod tests {
             .unwrap();
         let ledger = Ledger::open(&path).unwrap();
         let a = filed(&ledger, "in/a");
-        ledger.done_recorded(a.id, State::Filed, &event("a")).unwrap();
+        ledger
+            .done_recorded(a.id, State::Filed, &event("a"))
+            .unwrap();
         let out = ledger.outbox("acme", 10).unwrap();
         assert_eq!(out.len(), 1);
         assert!(out[0].event.at > 1_700_000_000, "{out:?}");
