@@ -252,6 +252,26 @@ impl Runtime {
         for u in &unavailable {
             health.set_partner(&u.partner, Err(u.reason.clone()));
         }
+        // Audit events of partners that do not run here (disabled, removed
+        // from the configuration, or not set up) are sent now: nothing
+        // else would send them.
+        let running: HashSet<&str> = partners
+            .iter()
+            .map(|r: &PartnerRun| r.inbound.partner().id.as_str())
+            .collect();
+        match ledger.outbox_partners() {
+            Ok(waiting) => {
+                for partner in waiting.iter().filter(|p| !running.contains(p.as_str())) {
+                    if let Err(e) =
+                        crate::flow::events::send_outbox(&ledger, repo.as_ref(), partner).await
+                    {
+                        tracing::warn!(partner, "audit events wait in the ledger: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading the ledger's outbox: {e}"),
+        }
+        drop(running);
         Ok(Runtime {
             global: Arc::new(Semaphore::new(
                 config.runtime.max_concurrent_files.max(1) as usize

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use wharf::config::{self, WharfConfig};
 use wharf::flow::connect::AnyRepository;
 use wharf::flow::inbound::{FileReport, Outcome};
-use wharf::ledger::{Claim, Ledger, State};
+use wharf::ledger::{Claim, ClaimOutcome, FileKey, Ledger, State};
 use wharf::runtime::{Runtime, Summary};
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{
@@ -691,6 +691,52 @@ async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir
     );
     let runtime = open(load(&path)).await;
     (server, dir, runtime)
+}
+
+/// A 'filed' event left waiting in the ledger by a partner that no longer
+/// runs (here: gone from the configuration) is sent when the runtime opens.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_of_a_partner_that_no_longer_runs_are_sent() {
+    let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), &server);
+    let path = write_config(
+        dir.path(),
+        "",
+        "trivial",
+        &trivial_partner(
+            "acme",
+            &server,
+            &pw,
+            "{ stable_polls = 1, min_age_secs = 0 }",
+        ),
+    );
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let event = wharf_ecm::AuditEvent {
+        action: "filed".into(),
+        actor: "partner:gone".into(),
+        node: None,
+        sha256: Some("ab".into()),
+        detail: "inbox/a.csv (3 bytes, claim 1)".into(),
+    };
+    {
+        let ledger = Ledger::open(&state.join("ledger.db")).unwrap();
+        let key = FileKey {
+            partner: "gone".into(),
+            path: "inbox/a.csv".into(),
+            size: 3,
+            mtime: 1,
+        };
+        let ClaimOutcome::New(c) = ledger.claim(&key).unwrap() else {
+            panic!("not a new claim")
+        };
+        ledger.transferred_and_filed(c.id, "ab", 7, "p").unwrap();
+        ledger.done_recorded(c.id, State::Filed, &event).unwrap();
+    }
+    let runtime = open(load(&path)).await;
+    assert_eq!(partner_events(embedded(&runtime), "gone").await, [event]);
+    assert!(runtime.ledger().outbox("gone", 10).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -97,6 +97,14 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The partners with events waiting.
+    pub fn outbox_partners(&self) -> Result<Vec<String>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT DISTINCT partner FROM outbox ORDER BY partner")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The events `ids` are recorded in the repository: out of the outbox.
     pub fn outbox_sent(&self, ids: &[i64]) -> Result<(), LedgerError> {
         let mut conn = self.conn();
@@ -167,6 +175,7 @@ mod tests {
         assert_ne!(out[0].event.key, out[1].event.key);
         assert!(out[0].event.key.contains(&format!("claim {a} filed")));
         assert!(ledger.outbox("other", 10).unwrap().is_empty());
+        assert_eq!(ledger.outbox_partners().unwrap(), ["acme"]);
         assert_eq!(ledger.outbox("acme", 1).unwrap(), out[..1]);
         ledger.outbox_sent(&[out[0].id]).unwrap();
         assert_eq!(ledger.outbox("acme", 10).unwrap(), out[1..]);
