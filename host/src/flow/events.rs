@@ -1,7 +1,7 @@
 //! Audit events on their way from the ledger's outbox to the repository.
 //!
-//! A step that must leave an audit event (a file done with after its
-//! filing) puts the event into the ledger's outbox in the step's own
+//! A step that must leave an audit event (a file done with, filed or
+//! quarantined) puts the event into the ledger's outbox in the step's own
 //! commit, dated then. [`EventSender`] sends what waits in batches: when
 //! enough wait, when the oldest has waited long enough, or when a pipeline
 //! has nothing in flight. A batch read from the outbox is made durable

@@ -937,14 +937,21 @@ impl<R: Repository + 'static> Inbound<R> {
             }
             State::Quarantined => {
                 let exception = Exception::parse(claim.reason.as_deref());
-                self.capture(&claim, &exception, spooled.as_ref())
+                let captured = self
+                    .capture(&claim, &exception, spooled.as_ref())
                     .await
                     .map_err(err)?;
                 self.move_to_error(&claim, &exception).await.map_err(err)?;
-                let claim = self
-                    .ledger
-                    .done(id, State::Quarantined)
-                    .map_err(|e| err(StepError::ledger(e)))?;
+                // Its 'quarantined' event goes as the 'filed' one does.
+                let event = self.event("quarantined", &claim, captured.map(|n| n.0 as u64));
+                self.events.adding();
+                let done = self
+                    .ledger_step(move |l| l.done_recorded(id, State::Quarantined, &event))
+                    .await;
+                if done.is_err() {
+                    self.events.not_added();
+                }
+                let claim = done.map_err(err)?;
                 self.forget_spool(id);
                 report.outcome = Outcome::Quarantined;
                 report.node = claim.node_id;
@@ -1525,7 +1532,7 @@ impl<R: Repository + 'static> Inbound<R> {
         claim: &Claim,
         exception: &Exception,
         spooled: Option<&Spooled>,
-    ) -> Result<(), StepError> {
+    ) -> Result<Option<NodeId>, StepError> {
         let mut segments = self.ecm_root();
         segments.push(EXCEPTIONS_FOLDER.into());
         let folder = self.folder(self.repository_root, segments).await?;
@@ -1636,9 +1643,7 @@ impl<R: Repository + 'static> Inbound<R> {
                 .workflow_started(claim.id, wf.0)
                 .map_err(StepError::ledger)?;
         }
-        self.audit("quarantined", claim, attached.map(|n| n.0 as u64))
-            .await;
-        Ok(())
+        Ok(attached)
     }
 
     /// Whether the remote file is still the version this claim is about.
@@ -1810,16 +1815,6 @@ impl<R: Repository + 'static> Inbound<R> {
         self.events
             .flush(&self.ledger, self.repo.as_ref(), &self.partner.id)
             .await
-    }
-
-    async fn audit(&self, action: &str, claim: &Claim, node: Option<u64>) {
-        let event = self.event(action, claim, node);
-        match self.repo.record_event(&event).await {
-            Ok(()) => {}
-            // Content Server has no audit write; the delivery log carries it.
-            Err(e) if e.kind == ErrorKind::Unsupported => {}
-            Err(e) => tracing::warn!(partner = %self.partner.id, "audit event not recorded: {e}"),
-        }
     }
 }
 
