@@ -37,10 +37,55 @@ impl AlignedBuf {
     pub(crate) fn filled(&self) -> &[u8] {
         &self.mem[self.start..self.start + FILE_BUF]
     }
+}
 
-    /// The first `n` bytes as [`Bytes`], without a copy.
-    fn into_bytes(self, n: usize) -> Bytes {
-        Bytes::from(self.mem).slice(self.start..self.start + n)
+/// The buffers a download's chunks are read into, each given back once the
+/// last [`Bytes`] of its chunk is dropped: a long download zeroes a fresh
+/// buffer only for its first few chunks, not for each of them.
+#[derive(Clone, Default)]
+struct Pool(std::sync::Arc<std::sync::Mutex<Vec<AlignedBuf>>>);
+
+/// Buffers a [`Pool`] keeps at most (what a download holds in flight:
+/// its read-ahead and its consumer's).
+const POOL_MAX: usize = 4 * READ_AHEAD;
+
+impl Pool {
+    fn take(&self) -> AlignedBuf {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        kept.unwrap_or_else(AlignedBuf::new)
+    }
+
+    /// The first `n` bytes of `buf` as [`Bytes`], without a copy.
+    fn bytes(&self, buf: AlignedBuf, n: usize) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf: Some(buf),
+            n,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A chunk's buffer, back to its pool when dropped.
+struct Pooled {
+    buf: Option<AlignedBuf>,
+    n: usize,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| &b.filled()[..self.n])
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            let mut kept = self.pool.0.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < POOL_MAX {
+                kept.push(buf);
+            }
+        }
     }
 }
 
@@ -75,9 +120,12 @@ pub(crate) fn set_direct(file: &std::fs::File, on: bool) -> bool {
 /// Read the next chunk of `file` (at most [`FILE_BUF`] bytes; fewer only at
 /// its end), directly while `direct` holds. A file system that refuses a
 /// direct read turns `direct` off and is read through the page cache.
-fn next_chunk(file: &mut std::fs::File, direct: &mut bool) -> std::io::Result<(AlignedBuf, usize)> {
+fn next_chunk(
+    file: &mut std::fs::File,
+    direct: &mut bool,
+    mut buf: AlignedBuf,
+) -> std::io::Result<(AlignedBuf, usize)> {
     use std::io::Read;
-    let mut buf = AlignedBuf::new();
     let mut filled = 0;
     while filled < FILE_BUF {
         match file.read(&mut buf.get()[filled..]) {
@@ -109,11 +157,12 @@ pub(crate) fn chunks(mut file: std::fs::File, direct: bool) -> crate::ByteStream
     let (tx, rx) = tokio::sync::mpsc::channel::<crate::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut direct = direct && set_direct(&file, true);
+        let pool = Pool::default();
         loop {
-            match next_chunk(&mut file, &mut direct) {
+            match next_chunk(&mut file, &mut direct, pool.take()) {
                 Ok((_, 0)) => break,
                 Ok((buf, n)) => {
-                    if tx.blocking_send(Ok(buf.into_bytes(n))).is_err() || n < FILE_BUF {
+                    if tx.blocking_send(Ok(pool.bytes(buf, n))).is_err() || n < FILE_BUF {
                         break;
                     }
                 }
@@ -139,7 +188,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         scope.spawn(move || {
             let mut direct = set_direct(&file, true);
             loop {
-                let chunk = next_chunk(&mut file, &mut direct);
+                let chunk = next_chunk(&mut file, &mut direct, AlignedBuf::new());
                 let last = !matches!(chunk, Ok((_, n)) if n == FILE_BUF);
                 if tx.send(chunk).is_err() || last {
                     break;
@@ -283,6 +332,31 @@ fn reopen_direct(file: &std::fs::File) -> Option<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_gives_its_buffer_back_when_its_last_bytes_go() {
+        let pool = Pool::default();
+        let mut buf = pool.take();
+        buf.get()[..3].copy_from_slice(b"abc");
+        let at = buf.filled().as_ptr();
+        let chunk = pool.bytes(buf, 3);
+        assert_eq!(&chunk[..], b"abc");
+        let part = chunk.slice(1..);
+        drop(chunk);
+        // A part still holds it.
+        assert_ne!(pool.take().filled().as_ptr(), at);
+        assert_eq!(&part[..], b"bc");
+        drop(part);
+        let again = pool.take();
+        assert_eq!(again.filled().as_ptr(), at);
+        assert!(pool.0.lock().unwrap().is_empty());
+        // The pool keeps no more than it may.
+        let many: Vec<Bytes> = (0..POOL_MAX + 3)
+            .map(|_| pool.bytes(AlignedBuf::new(), 1))
+            .collect();
+        drop(many);
+        assert_eq!(pool.0.lock().unwrap().len(), POOL_MAX);
+    }
 
     #[tokio::test]
     async fn files_read_directly_are_read_whole_whatever_their_length() {
