@@ -271,7 +271,6 @@ impl Runtime {
             }
             Err(e) => tracing::warn!("reading the ledger's outbox: {e}"),
         }
-        drop(running);
         Ok(Runtime {
             global: Arc::new(Semaphore::new(
                 config.runtime.max_concurrent_files.max(1) as usize
@@ -769,11 +768,10 @@ impl Runtime {
                 });
             }
             if started {
-                // Events whose file finished long ago, or whose send failed.
-                for pipe in self.partners[index].pipelines() {
-                    let pipe = pipe.clone();
-                    tracker.spawn(async move { pipe.send_events(false).await });
-                }
+                // Events whose file finished long ago, or whose send failed
+                // (the partner's pipelines share one sender).
+                let pipe = self.partners[index].inbound.clone();
+                tracker.spawn(async move { pipe.send_events(false).await });
             }
             if started && let Some(ready) = self.poll(index).await {
                 for (pipe, entry) in ready {

@@ -918,18 +918,9 @@ impl<R: Repository + 'static> Inbound<R> {
         match claim.state {
             State::Filed => {
                 self.post_process(&claim).await.map_err(err)?;
-                // The 'filed' event is committed with the step, into the
-                // ledger's outbox, and reaches the repository with others
-                // (`send_events`).
-                let event = self.event("filed", &claim, claim.node_id);
-                self.events.adding();
-                let done = self
-                    .ledger_step(move |l| l.done_recorded(id, State::Filed, &event))
-                    .await;
-                if done.is_err() {
-                    self.events.not_added();
-                }
-                done.map_err(err)?;
+                self.done_with_event(&claim, State::Filed, "filed", claim.node_id)
+                    .await
+                    .map_err(err)?;
                 self.forget_spool(id);
                 report.outcome = Outcome::Filed;
                 report.node = claim.node_id;
@@ -942,16 +933,11 @@ impl<R: Repository + 'static> Inbound<R> {
                     .await
                     .map_err(err)?;
                 self.move_to_error(&claim, &exception).await.map_err(err)?;
-                // Its 'quarantined' event goes as the 'filed' one does.
-                let event = self.event("quarantined", &claim, captured.map(|n| n.0 as u64));
-                self.events.adding();
-                let done = self
-                    .ledger_step(move |l| l.done_recorded(id, State::Quarantined, &event))
-                    .await;
-                if done.is_err() {
-                    self.events.not_added();
-                }
-                let claim = done.map_err(err)?;
+                let node = captured.map(|n| n.0 as u64);
+                let claim = self
+                    .done_with_event(&claim, State::Quarantined, "quarantined", node)
+                    .await
+                    .map_err(err)?;
                 self.forget_spool(id);
                 report.outcome = Outcome::Quarantined;
                 report.node = claim.node_id;
@@ -1015,6 +1001,29 @@ impl<R: Repository + 'static> Inbound<R> {
             }
             Err(e2) => fail(report, e2),
         }
+    }
+
+    /// The `done` step of `claim` (now `from`), with its `action` audit
+    /// event (on `node`) committed into the ledger's outbox in the same
+    /// transaction; the event reaches the repository with others
+    /// ([`EventSender`]).
+    async fn done_with_event(
+        &self,
+        claim: &Claim,
+        from: State,
+        action: &str,
+        node: Option<u64>,
+    ) -> Result<Claim, StepError> {
+        let id = claim.id;
+        let event = self.event(action, claim, node);
+        self.events.adding();
+        let done = self
+            .ledger_step(move |l| l.done_recorded(id, from, &event))
+            .await;
+        if done.is_err() {
+            self.events.not_added();
+        }
+        done
     }
 
     /// Record the transfer of `claim` if it is `unrecorded` yet.
