@@ -344,15 +344,6 @@ impl Ledger {
             return Err(LedgerError::Schema(version));
         }
         conn.execute_batch(SCHEMA)?;
-        // An outbox from before events were dated gains the date.
-        let dated: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'at'",
-            [],
-            |r| r.get(0),
-        )?;
-        if dated == 0 {
-            conn.execute_batch("ALTER TABLE outbox ADD COLUMN at INTEGER NOT NULL DEFAULT 0")?;
-        }
         Ok(Ledger {
             conn: Mutex::new(conn),
             wal: None,

@@ -183,25 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn an_outbox_from_before_dates_gains_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.db");
-        drop(Ledger::open(&path).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("ALTER TABLE outbox DROP COLUMN at")
-            .unwrap();
-        let ledger = Ledger::open(&path).unwrap();
-        let a = filed(&ledger, "in/a");
-        ledger
-            .done_recorded(a.id, State::Filed, &event("a"))
-            .unwrap();
-        let out = ledger.outbox("acme", 10).unwrap();
-        assert_eq!(out.len(), 1);
-        assert!(out[0].event.at > 1_700_000_000, "{out:?}");
-    }
-
-    #[test]
     fn a_step_whose_event_fails_is_not_taken() {
         let ledger = Ledger::in_memory().unwrap();
         let a = filed(&ledger, "in/a");
