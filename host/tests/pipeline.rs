@@ -677,9 +677,10 @@ fn trivial_partner(id: &str, server: &Vsftpd, pw: &Path, complete: &str) -> Stri
     )
 }
 
-/// vsftpd, a state folder and a runtime with one partner `id` on it, using
-/// the trivial plugin; its files count as complete per `complete`.
-async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir, Arc<Runtime>) {
+/// vsftpd, and in a new folder the configuration of one partner `id` on
+/// it, using the trivial plugin, with its state folder `state` inside; its
+/// files count as complete per `complete`.
+fn trivial_setup(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir, PathBuf) {
     let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(dir.path(), &server);
@@ -689,6 +690,12 @@ async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir
         "trivial",
         &trivial_partner(id, &server, &pw, complete),
     );
+    (server, dir, path)
+}
+
+/// [`trivial_setup`] with its runtime open.
+async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir, Arc<Runtime>) {
+    let (server, dir, path) = trivial_setup(id, complete);
     let runtime = open(load(&path)).await;
     (server, dir, runtime)
 }
@@ -697,20 +704,7 @@ async fn trivial_runtime(id: &str, complete: &str) -> (Vsftpd, tempfile::TempDir
 /// runs (here: gone from the configuration) is sent when the runtime opens.
 #[tokio::test(flavor = "multi_thread")]
 async fn events_of_a_partner_that_no_longer_runs_are_sent() {
-    let server = Vsftpd::start(VsftpdOptions::default()).expect("vsftpd starts");
-    let dir = tempfile::tempdir().unwrap();
-    let pw = password_file(dir.path(), &server);
-    let path = write_config(
-        dir.path(),
-        "",
-        "trivial",
-        &trivial_partner(
-            "acme",
-            &server,
-            &pw,
-            "{ stable_polls = 1, min_age_secs = 0 }",
-        ),
-    );
+    let (_server, dir, path) = trivial_setup("acme", "{ stable_polls = 1, min_age_secs = 0 }");
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let event = wharf_ecm::AuditEvent {

@@ -2430,6 +2430,27 @@ mod tests {
         assert_eq!(after[before.len()].at, rfc3339(keyed.at));
     }
 
+    /// Takes a connection of `repo` (`take`) on a thread of its own and
+    /// returns once it is taken; the thread holds it until the returned
+    /// sender sends (or is dropped).
+    fn hold(
+        repo: &Embedded,
+        take: fn(&Embedded) -> std::sync::MutexGuard<'_, Connection>,
+    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let _held = take(&repo);
+                taken_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        };
+        taken_rx.recv().unwrap();
+        (release_tx, thread)
+    }
+
     /// Reads are served while the writer's connection is taken (as during a
     /// group commit's fsync), and see what was committed before.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2438,17 +2459,7 @@ mod tests {
         let (repo, _) = Embedded::open(dir.path()).await.unwrap();
         assert!(repo.inner.wal);
         let node = store_one(&repo).await;
-        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let writer = {
-            let repo = repo.clone();
-            std::thread::spawn(move || {
-                let _conn = repo.conn();
-                taken_tx.send(()).unwrap();
-                let _ = release_rx.recv();
-            })
-        };
-        taken_rx.recv().unwrap();
+        let (release_tx, writer) = hold(&repo, |r| r.conn());
         let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             (
                 repo.node(node).await.unwrap(),
@@ -2472,17 +2483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (repo, _) = Embedded::open(dir.path()).await.unwrap();
         let node = store_one(&repo).await;
-        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let reader = {
-            let repo = repo.clone();
-            std::thread::spawn(move || {
-                let _reader = repo.inner.reader.lock().unwrap();
-                taken_tx.send(()).unwrap();
-                let _ = release_rx.recv();
-            })
-        };
-        taken_rx.recv().unwrap();
+        let (release_tx, reader) = hold(&repo, |r| r.inner.reader.lock().unwrap());
         let lookup = tokio::spawn({
             let repo = repo.clone();
             async move { repo.node(node).await }
