@@ -147,6 +147,10 @@ fn map_ftp(e: FtpError) -> Error {
 
 /// Waits for a control-connection command at most `stall`: a server that stops answering
 /// fails the operation (and its connection) instead of hanging it.
+/// How long an upload runs before a second connection is opened for its size check and rename
+/// (when the pool has room and none is idle): long enough that small files never cost one.
+const SPARE_AFTER: Duration = Duration::from_millis(200);
+
 async fn within<T>(
     stall: Duration,
     fut: impl std::future::Future<Output = suppaftp::FtpResult<T>>,
@@ -379,6 +383,32 @@ impl FtpEndpoint {
 
     /// Removes a temporary file after a failed upload, on a fresh connection; failures are
     /// only logged (the file is recognisable by its temporary name).
+    /// The size of the uploaded file `tmp` (`tmp_abs` on the server) as `c` sees it: by
+    /// `SIZE`, or from a listing of its folder where the server has no `SIZE`.
+    async fn stored_size(
+        &self,
+        c: &mut Pooled<FtpConn>,
+        tmp: &RemotePath,
+        tmp_abs: &str,
+    ) -> Result<u64> {
+        let stall = self.cfg.common.stall_timeout;
+        if c.size {
+            let r = within(stall, c.ftp.size(tmp_abs)).await;
+            return Ok(c.check(r)? as u64);
+        }
+        let parent = tmp.parent().unwrap_or_default();
+        let r = within(stall, c.ftp.cwd(self.abs(&parent))).await;
+        c.check(r)?;
+        let r = within(stall, c.ftp.list(None)).await;
+        let lines = c.check(r)?;
+        let name = tmp.file_name().unwrap_or_default();
+        parse_listing(&parent, &lines, false, 0)
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.size)
+            .ok_or_else(|| Error::NotFound(tmp_abs.to_owned()))
+    }
+
     async fn cleanup(&self, abs: &str) {
         let attempt = async {
             let mut c = self.conn().await?;
@@ -594,7 +624,23 @@ impl Endpoint for FtpEndpoint {
             Ok((c, up))
         })
         .await?;
-        let sent = match copy_bounded(src, &mut up, stall, progress).await {
+        // A long upload leaves its server a long file to close (see below): meanwhile, open
+        // a second connection if the pool has room, for the size check and the rename.
+        let copy = copy_bounded(src, &mut up, stall, progress);
+        let spare = async {
+            tokio::time::sleep(SPARE_AFTER).await;
+            let connect = || async { self.connect().await.map_err(|e| self.tls_error(e)) };
+            if let Err(e) = self.pool.add_idle(connect).await {
+                tracing::debug!(error = %e, "no second connection for the end of an upload");
+            }
+            std::future::pending::<()>().await
+        };
+        let copied = tokio::select! {
+            biased;
+            r = copy => r,
+            () = spare => unreachable!("the spare connection's future never ends"),
+        };
+        let sent = match copied {
             Ok(n) => n,
             Err(e) => {
                 c.set_broken();
@@ -614,54 +660,51 @@ impl Endpoint for FtpEndpoint {
             self.cleanup(&tmp_abs).await;
             return Err(e);
         }
+        // The server may answer this connection's next command only once it has closed the
+        // uploaded file, which can take long: vsftpd on ext4 truncates the file it stores
+        // into, so closing it writes the whole file back first (a third of a second for
+        // 1 GiB here). An idle connection answers at once, and sees the whole file, since
+        // the server stored every byte before it confirmed the transfer. Only when that
+        // connection confirms the size does it also rename; otherwise this connection
+        // checks (after the close), as it would without another.
+        let mut other = self.pool.try_idle();
+        let confirmed = match other.as_mut() {
+            Some(o) => self.stored_size(o, &tmp, &tmp_abs).await.ok() == Some(sent),
+            None => false,
+        };
+        let via = match other.as_mut() {
+            Some(o) if confirmed => o,
+            _ => &mut c,
+        };
         let result: Result<()> = async {
-            let stored = if c.size {
-                let r = within(stall, c.ftp.size(&tmp_abs)).await;
-                c.check(r)? as u64
-            } else {
-                // No SIZE: read the size from a listing of the folder, on this connection.
-                let parent = tmp.parent().unwrap_or_default();
-                let r = within(stall, c.ftp.cwd(self.abs(&parent))).await;
-                c.check(r)?;
-                let r = within(stall, c.ftp.list(None)).await;
-                let lines = c.check(r)?;
-                let name = tmp.file_name().unwrap_or_default();
-                parse_listing(&parent, &lines, false, 0)
-                    .into_iter()
-                    .find(|e| e.name == name)
-                    .map(|e| e.size)
-                    .ok_or_else(|| Error::NotFound(tmp_abs.clone()))?
-            };
-            if stored != sent {
-                return Err(Error::SizeMismatch {
-                    path: tmp_abs.clone(),
-                    sent,
-                    stored,
-                });
+            if !confirmed {
+                let stored = self.stored_size(via, &tmp, &tmp_abs).await?;
+                if stored != sent {
+                    return Err(Error::SizeMismatch {
+                        path: tmp_abs.clone(),
+                        sent,
+                        stored,
+                    });
+                }
             }
-            let r = within(
-                self.cfg.common.stall_timeout,
-                c.ftp.rename(&tmp_abs, &final_abs),
-            )
-            .await;
-            match c.check(r) {
+            let r = within(stall, via.ftp.rename(&tmp_abs, &final_abs)).await;
+            match via.check(r) {
                 Ok(()) => Ok(()),
                 // Some servers refuse to rename over an existing file: replace it.
                 Err(Error::Refused(_)) => {
-                    let r = within(self.cfg.common.stall_timeout, c.ftp.rm(&final_abs)).await;
-                    c.check(r)?;
-                    let r = within(
-                        self.cfg.common.stall_timeout,
-                        c.ftp.rename(&tmp_abs, &final_abs),
-                    )
-                    .await;
-                    c.check(r)
+                    let r = within(stall, via.ftp.rm(&final_abs)).await;
+                    via.check(r)?;
+                    let r = within(stall, via.ftp.rename(&tmp_abs, &final_abs)).await;
+                    via.check(r)
                 }
                 Err(e) => Err(e),
             }
         }
         .await;
+        // The upload's connection goes back to the pool below the other: the next caller
+        // takes the one that answers at once.
         drop(c);
+        drop(other);
         if let Err(e) = result {
             self.cleanup(&tmp_abs).await;
             return Err(e);

@@ -103,6 +103,45 @@ impl<C: Send + 'static> Pool<C> {
         }
     }
 
+    /// An idle connection, if one is free now: never waits for a slot (nor takes one a
+    /// waiting caller is due) and never connects.
+    pub fn try_idle(&self) -> Option<Pooled<C>> {
+        let permit = self.inner.permits.clone().try_acquire_owned().ok()?;
+        let conn = self.take_idle()?;
+        Some(self.wrap(conn, permit))
+    }
+
+    /// Opens one more connection with `connect` and leaves it idle, when none is idle and a
+    /// slot is free now (it never waits for one, nor takes one a waiting caller is due).
+    /// Returns whether it did. The new connection holds no slot while idle: whoever needs
+    /// one next takes it.
+    pub async fn add_idle<F, Fut>(&self, connect: F) -> Result<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<C>>,
+    {
+        if !self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        let Ok(permit) = self.inner.permits.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, connect())
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "connect",
+                after: self.connect_timeout,
+            })??;
+        drop(self.wrap(conn, permit));
+        Ok(true)
+    }
+
     fn take_idle(&self) -> Option<C> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((conn, since)) = idle.pop() {
@@ -186,5 +225,86 @@ impl<C: Send + 'static> Drop for Pooled<C> {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((conn, Instant::now()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A pool of numbered stand-in connections, and a connect that counts.
+    fn pool(max: usize) -> (Arc<Pool<u32>>, Arc<AtomicU32>) {
+        (
+            Arc::new(Pool::new(max, Duration::from_secs(5))),
+            Arc::new(AtomicU32::new(0)),
+        )
+    }
+
+    async fn connect(opened: &AtomicU32) -> Result<u32> {
+        Ok(opened.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    #[tokio::test]
+    async fn try_idle_takes_only_an_idle_connection() {
+        let (pool, opened) = pool(2);
+        assert!(pool.try_idle().is_none(), "nothing idle yet");
+        let a = pool.get(|| connect(&opened)).await.unwrap();
+        assert!(pool.try_idle().is_none(), "the one connection is in use");
+        drop(a);
+        let again = pool.try_idle().expect("the returned connection");
+        assert_eq!(*again, 1);
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "try_idle never connects");
+    }
+
+    #[tokio::test]
+    async fn try_idle_leaves_a_returned_connection_to_a_waiting_caller() {
+        let (pool, opened) = pool(1);
+        let a = pool.get(|| connect(&opened)).await.unwrap();
+        let waiter = {
+            let (pool, opened) = (pool.clone(), opened.clone());
+            tokio::spawn(async move { *pool.get(|| connect(&opened)).await.unwrap() })
+        };
+        // On this single-threaded runtime the waiter runs when the test yields: it queues
+        // for the only slot.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        drop(a);
+        assert!(
+            pool.try_idle().is_none(),
+            "the slot belongs to the caller that waited for it"
+        );
+        assert_eq!(waiter.await.unwrap(), 1, "the waiter reuses the connection");
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn add_idle_opens_one_spare_only_when_none_is_idle_and_a_slot_is_free() {
+        let (pool, opened) = pool(2);
+        let a = pool.get(|| connect(&opened)).await.unwrap();
+        assert!(pool.add_idle(|| connect(&opened)).await.unwrap());
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        // One is idle already: no second spare.
+        assert!(!pool.add_idle(|| connect(&opened)).await.unwrap());
+        // The spare holds no slot while idle: a caller takes it without connecting.
+        let b = pool.get(|| connect(&opened)).await.unwrap();
+        assert_eq!(*b, 2);
+        // Both slots in use: no spare.
+        assert!(!pool.add_idle(|| connect(&opened)).await.unwrap());
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        drop((a, b));
+    }
+
+    #[tokio::test]
+    async fn a_failed_spare_connect_is_reported_and_frees_its_slot() {
+        let (pool, _) = pool(1);
+        let err = pool
+            .add_idle(|| async { Err::<u32, _>(Error::Busy("421 too many".into())) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Busy(_)), "{err}");
+        assert_eq!(pool.inner.permits.available_permits(), 1);
     }
 }

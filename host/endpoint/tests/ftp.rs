@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_endpoint::ftp::{FtpConfig, FtpEndpoint, FtpSecurity, TlsSettings, cert_fingerprint};
 use wharf_endpoint::{Endpoint, Error, RemotePath, SecretSource};
 use wharf_tests::servers::{FtpTls, Vsftpd, VsftpdOptions};
@@ -471,4 +471,86 @@ async fn large_file_read_as_parallel_ranges() {
         s.seed(rel, data).unwrap();
     })
     .await;
+}
+
+/// `(session pid, command)` of each command in vsftpd's protocol log.
+fn commands(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let pid = l.split("[pid ").nth(1)?.split(']').next()?.to_owned();
+            let cmd = l.split("FTP command: ").nth(1)?;
+            // `Client "127.0.0.1", "STOR /x"`: the second quoted field.
+            let cmd = cmd.split("\", \"").nth(1)?.trim_end_matches('"').to_owned();
+            Some((pid, cmd))
+        })
+        .collect()
+}
+
+fn session_of(cmds: &[(String, String)], prefix: &str) -> String {
+    let found: Vec<&String> = cmds
+        .iter()
+        .filter(|(_, c)| c.starts_with(prefix))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(found.len(), 1, "one {prefix} command: {cmds:?}");
+    found[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_upload_is_checked_and_renamed_on_a_second_connection() {
+    // vsftpd on ext4 answers an upload's own connection only after closing the file, which
+    // first writes the whole file back: a second connection, opened while the upload runs,
+    // checks the size and renames without waiting for that.
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
+    let total = 2 * 1024 * 1024usize;
+    let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let producer = tokio::spawn(async move {
+        let data = pattern(total, 3);
+        for chunk in data.chunks(128 * 1024) {
+            tx.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    let n = ep
+        .write_atomic(&p("slow.bin"), &mut rx, None)
+        .await
+        .unwrap();
+    producer.await.unwrap();
+    assert_eq!(n, total as u64);
+    assert_eq!(
+        std::fs::read(s.root.join("slow.bin")).unwrap(),
+        pattern(total, 3)
+    );
+    let log = s.log();
+    let cmds = commands(&log);
+    let stored_by = session_of(&cmds, "STOR ");
+    assert_ne!(stored_by, session_of(&cmds, "SIZE "), "{log}");
+    assert_ne!(stored_by, session_of(&cmds, "RNFR "), "{log}");
+    assert_eq!(
+        session_of(&cmds, "SIZE "),
+        session_of(&cmds, "RNTO "),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_upload_opens_no_second_connection() {
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
+    let data = pattern(100_000, 4);
+    ep.write_atomic(&p("quick.bin"), &mut &data[..], None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(s.root.join("quick.bin")).unwrap(), data);
+    let log = s.log();
+    let cmds = commands(&log);
+    assert_eq!(log.matches("OK LOGIN").count(), 1, "{log}");
+    assert_eq!(
+        session_of(&cmds, "STOR "),
+        session_of(&cmds, "RNTO "),
+        "{log}"
+    );
 }
