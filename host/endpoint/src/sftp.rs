@@ -485,13 +485,11 @@ impl Endpoint for SftpEndpoint {
         let result: Result<u64> = async {
             let sent =
                 copy_bounded(src, &mut file, self.cfg.common.stall_timeout, progress).await?;
-            file.shutdown().await.map_err(Error::Connection)?;
-            let m = c
-                .sftp
-                .metadata(tmp.clone())
-                .await
-                .map_err(|e| map_sftp(&tmp, e))?;
-            let stored = m.size.unwrap_or(0);
+            // Every write is acknowledged (the copy flushed): the size the server reports now
+            // is final, so it is asked for while the file is closed, in the same round trip.
+            let (closed, m) = tokio::join!(file.shutdown(), c.sftp.metadata(tmp.clone()));
+            closed.map_err(Error::Connection)?;
+            let stored = m.map_err(|e| map_sftp(&tmp, e))?.size.unwrap_or(0);
             if stored != sent {
                 return Err(Error::SizeMismatch {
                     path: tmp.clone(),
