@@ -145,12 +145,12 @@ fn map_ftp(e: FtpError) -> Error {
     }
 }
 
-/// Waits for a control-connection command at most `stall`: a server that stops answering
-/// fails the operation (and its connection) instead of hanging it.
 /// How long an upload runs before a second connection is opened for its size check and rename
 /// (when the pool has room and none is idle): long enough that small files never cost one.
 const SPARE_AFTER: Duration = Duration::from_millis(200);
 
+/// Waits for a control-connection command at most `stall`: a server that stops answering
+/// fails the operation (and its connection) instead of hanging it.
 async fn within<T>(
     stall: Duration,
     fut: impl std::future::Future<Output = suppaftp::FtpResult<T>>,
@@ -277,9 +277,12 @@ impl FtpEndpoint {
     }
 
     async fn conn(&self) -> Result<Pooled<FtpConn>> {
-        self.pool
-            .get(|| async { self.connect().await.map_err(|e| self.tls_error(e)) })
-            .await
+        self.pool.get(|| self.connect_named()).await
+    }
+
+    /// [`Self::connect`], with a TLS failure naming this server.
+    async fn connect_named(&self) -> Result<FtpConn> {
+        self.connect().await.map_err(|e| self.tls_error(e))
     }
 
     async fn list_once(&self, dir: &RemotePath) -> Result<Vec<Entry>> {
@@ -381,8 +384,6 @@ impl FtpEndpoint {
         }))
     }
 
-    /// Removes a temporary file after a failed upload, on a fresh connection; failures are
-    /// only logged (the file is recognisable by its temporary name).
     /// The size of the uploaded file `tmp` (`tmp_abs` on the server) as `c` sees it: by
     /// `SIZE`, or from a listing of its folder where the server has no `SIZE`.
     async fn stored_size(
@@ -409,6 +410,8 @@ impl FtpEndpoint {
             .ok_or_else(|| Error::NotFound(tmp_abs.to_owned()))
     }
 
+    /// Removes a temporary file after a failed upload, on a fresh connection; failures are
+    /// only logged (the file is recognisable by its temporary name).
     async fn cleanup(&self, abs: &str) {
         let attempt = async {
             let mut c = self.conn().await?;
@@ -629,8 +632,7 @@ impl Endpoint for FtpEndpoint {
         let copy = copy_bounded(src, &mut up, stall, progress);
         let spare = async {
             tokio::time::sleep(SPARE_AFTER).await;
-            let connect = || async { self.connect().await.map_err(|e| self.tls_error(e)) };
-            if let Err(e) = self.pool.add_idle(connect).await {
+            if let Err(e) = self.pool.add_idle(|| self.connect_named()).await {
                 tracing::debug!(error = %e, "no second connection for the end of an upload");
             }
             std::future::pending::<()>().await

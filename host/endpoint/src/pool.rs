@@ -79,14 +79,7 @@ impl<C: Send + 'static> Pool<C> {
             if let Some(conn) = self.take_idle() {
                 return Ok(self.wrap(conn, permit));
             }
-            let result = match tokio::time::timeout(self.connect_timeout, connect()).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    what: "connect",
-                    after: self.connect_timeout,
-                }),
-            };
-            match result {
+            match self.connect_within(connect()).await {
                 Ok(conn) => return Ok(self.wrap(conn, permit)),
                 Err(Error::Busy(msg)) => {
                     self.busy.fetch_add(1, Ordering::Relaxed);
@@ -132,14 +125,19 @@ impl<C: Send + 'static> Pool<C> {
         let Ok(permit) = self.inner.permits.clone().try_acquire_owned() else {
             return Ok(false);
         };
-        let conn = tokio::time::timeout(self.connect_timeout, connect())
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "connect",
-                after: self.connect_timeout,
-            })??;
+        let conn = self.connect_within(connect()).await?;
         drop(self.wrap(conn, permit));
         Ok(true)
+    }
+
+    /// `connect`, failed with a timeout after the pool's connect timeout.
+    async fn connect_within(&self, connect: impl Future<Output = Result<C>>) -> Result<C> {
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                what: "connect",
+                after: self.connect_timeout,
+            }))
     }
 
     fn take_idle(&self) -> Option<C> {
