@@ -160,7 +160,7 @@ impl Measured {
     }
 }
 
-/// Runs `cmd` to its end (after a `sync`), its stdin empty, its stdout
+/// Runs `cmd` to its end (after a `sync` and [`warm_page_cache`]), its stdin empty, its stdout
 /// captured and its stderr going to `stderr` (a file, shown when it fails)
 /// or inherited; panics unless it exits with 0. The peak RSS and the CPU time come from
 /// `wait4`.
@@ -176,6 +176,7 @@ pub fn timed(cmd: &mut Command, stderr: Option<&Path>) -> Measured {
     // would otherwise slow whichever tool runs next.
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
+    warm_page_cache(warm_bytes());
     let t = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -209,6 +210,50 @@ pub fn timed(cmd: &mut Command, stderr: Option<&Path>) -> Measured {
         cpu: cpu(usage.ru_utime) + cpu(usage.ru_stime),
         stdout: out,
     }
+}
+
+/// How much page cache [`timed`] warms before each run: 1 GiB, or
+/// `WHARF_BENCH_WARM_MIB` MiB (0 turns it off).
+fn warm_bytes() -> usize {
+    warm_bytes_from(std::env::var("WHARF_BENCH_WARM_MIB").ok().as_deref())
+}
+
+/// [`warm_bytes`] for the variable's value `mib`; an unreadable value
+/// keeps the default.
+fn warm_bytes_from(mib: Option<&str>) -> usize {
+    mib.and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1024)
+        << 20
+}
+
+/// Writes `bytes` into a scratch file, then deletes it unsynced.
+///
+/// Some virtual machines hand free memory back to their host, which then
+/// makes the first write into each page several times slower (here, a
+/// 1 GiB file is written in 0.2 s or in 1.5 s depending on it), while the
+/// page cache of a file deleted moments ago is not handed back. So the run
+/// that follows a bench step which just freed a file's pages (deleting the
+/// last run's uploads) writes fast, and the one after a step that used
+/// them up (copying a template in) writes slowly. Doing this before every
+/// run puts every tool on the same footing. Nothing reaches the disk: the
+/// file is deleted before write-back.
+pub fn warm_page_cache(bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("wharf-bench-warm-{}", std::process::id()));
+    let block = vec![0u8; 1 << 20];
+    if let Ok(mut f) = std::fs::File::create(&path) {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len());
+            if f.write_all(&block[..n]).is_err() {
+                break;
+            }
+            left -= n;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 /// Runs this executable again as the measured child, with `env` naming
@@ -684,6 +729,21 @@ pub fn rss_target(rss: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warming_leaves_no_scratch_file() {
+        let scratch = std::env::temp_dir().join(format!("wharf-bench-warm-{}", std::process::id()));
+        warm_page_cache(3 << 20);
+        assert!(!scratch.exists());
+    }
+
+    #[test]
+    fn warming_is_a_gib_unless_the_variable_says_otherwise() {
+        assert_eq!(warm_bytes_from(None), 1 << 30);
+        assert_eq!(warm_bytes_from(Some("0")), 0);
+        assert_eq!(warm_bytes_from(Some(" 64 ")), 64 << 20);
+        assert_eq!(warm_bytes_from(Some("lots")), 1 << 30);
+    }
 
     fn row(proto: &'static str, tool: &str, secs: f64, files: usize, rss: u64) -> Row<()> {
         Row {
