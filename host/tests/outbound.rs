@@ -121,6 +121,52 @@ async fn globex(
     (dir, remote, runtime, catalog)
 }
 
+/// The value of `sql` in a copy of the database file `db` alone, without
+/// its write-ahead log.
+fn in_file_alone(db: &Path, sql: &str) -> i64 {
+    let copy = tempfile::tempdir().unwrap();
+    let file = copy.path().join("copy.db");
+    std::fs::copy(db, &file).unwrap();
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// A cycle ends with its stores checkpointed side by side, so that closing
+/// them has nothing left to write: the database files alone hold the
+/// delivery, its receipt and the plugin's activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_leaves_its_stores_checkpointed() {
+    let (dir, _remote, runtime, catalog) = globex("", "").await;
+    store(
+        embedded(&runtime),
+        catalog,
+        "Spring.pdf",
+        &pdf("spring catalog"),
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    let state = dir.path().join("state");
+    let delivered = "SELECT COUNT(*) FROM deliveries WHERE state = 'done'";
+    let receipts = "SELECT COUNT(*) FROM nodes WHERE name LIKE '%.receipt.json'";
+    let first = runtime.once().await;
+    assert_eq!(first.exports[0].outcome, ExportOutcome::Delivered);
+    assert_eq!(in_file_alone(&state.join("ledger.db"), delivered), 1);
+    assert_eq!(
+        in_file_alone(&state.join("ecm").join("repository.db"), receipts),
+        1
+    );
+    assert!(
+        in_file_alone(
+            &state.join("plugins.db"),
+            "SELECT COUNT(*) FROM activations"
+        ) >= 1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_documents_leave_once_under_the_plugins_names() {
     let (_dir, remote, runtime, catalog) = globex(

@@ -381,6 +381,17 @@ macro_rules! each {
     };
 }
 
+impl AnyRepository {
+    /// Checkpoint the embedded store (see [`Embedded::checkpoint`]); a
+    /// Content Server has nothing to checkpoint here.
+    pub async fn checkpoint(&self) -> wharf_ecm::Result<bool> {
+        match self {
+            AnyRepository::Embedded(e) => e.checkpoint().await,
+            AnyRepository::Otcs(_) => Ok(true),
+        }
+    }
+}
+
 impl Repository for AnyRepository {
     async fn ensure_folder(&self, parent: NodeId, path: &[String]) -> wharf_ecm::Result<NodeId> {
         each!(self, r => r.ensure_folder(parent, path).await)

@@ -556,6 +556,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// Copy the write-ahead log into the database file, fsyncing both, so
+    /// that closing the ledger has nothing left to write. Returns whether
+    /// the whole log was copied (a reader in the way leaves some behind).
+    pub fn checkpoint(&self) -> Result<bool, LedgerError> {
+        use std::sync::atomic::Ordering;
+        let covers = self.commits.load(Ordering::SeqCst);
+        let (busy, log, copied): (i64, i64, i64) =
+            self.conn()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        let whole = busy == 0 && log == copied;
+        if whole {
+            // Every commit before the checkpoint is in the synced database.
+            let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+            synced.covered = synced.covered.max(covers);
+        }
+        Ok(whole)
+    }
+
     /// Everything is finished (remote post-processing included); `from` is
     /// `Filed` or `Quarantined`.
     pub fn done(&self, id: i64, from: State) -> Result<Claim, LedgerError> {
@@ -747,6 +767,31 @@ mod tests {
             ClaimOutcome::New(c) => c,
             other => panic!("expected a new claim, got {other:?}"),
         }
+    }
+
+    /// Rows in `table` of a copy of the database file `db` alone (its
+    /// write-ahead log left behind).
+    fn rows_in_file_alone(db: &Path, table: &str) -> i64 {
+        let copy = tempfile::tempdir().unwrap();
+        let file = copy.path().join("copy.db");
+        std::fs::copy(db, &file).unwrap();
+        let conn = Connection::open(&file).unwrap();
+        // Not even the table while the schema is in the log only.
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_checkpoint_leaves_every_commit_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let ledger = Ledger::open(&path).unwrap();
+        new_claim(&ledger, "in/a.csv");
+        new_claim(&ledger, "in/b.csv");
+        // Until then the claims are in the log only.
+        assert_eq!(rows_in_file_alone(&path, "claims"), 0);
+        assert!(ledger.checkpoint().unwrap());
+        assert_eq!(rows_in_file_alone(&path, "claims"), 2);
     }
 
     #[test]

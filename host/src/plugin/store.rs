@@ -231,6 +231,18 @@ impl PluginStore {
         Ok(self.dir.join(format!("{digest}.wasm")))
     }
 
+    /// Copy the write-ahead log into the database file (both fsynced), so
+    /// that closing the store has nothing left to write. Returns whether
+    /// the whole log was copied.
+    pub fn checkpoint(&self) -> Result<bool, StoreError> {
+        let (busy, log, copied): (i64, i64, i64) =
+            self.db()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        Ok(busy == 0 && log == copied)
+    }
+
     /// Keep `wasm` (if it is not kept already) and return its digest. The
     /// file appears complete or not at all.
     pub fn put(&self, wasm: &[u8]) -> Result<String, StoreError> {
@@ -488,6 +500,30 @@ mod tests {
             store.get("../../etc/passwd"),
             Err(StoreError::BadDigest(_))
         ));
+    }
+
+    #[test]
+    fn a_checkpoint_leaves_the_history_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::open(dir.path()).unwrap();
+        store
+            .record(&activation("acme", &digest_of(b"a"), How::Start))
+            .unwrap();
+        let in_file_alone = || {
+            let copy = tempfile::tempdir().unwrap();
+            let file = copy.path().join("copy.db");
+            std::fs::copy(dir.path().join("plugins.db"), &file).unwrap();
+            Connection::open(&file)
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM activations", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                // Not even the table while the schema is in the log only.
+                .unwrap_or(0)
+        };
+        assert_eq!(in_file_alone(), 0);
+        assert!(store.checkpoint().unwrap());
+        assert_eq!(in_file_alone(), 1);
     }
 
     #[test]
