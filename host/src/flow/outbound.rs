@@ -553,7 +553,19 @@ impl<R: Repository + 'static> Outbound<R> {
                         Box::new(verified_download(stream, &named, delivery.size))
                     }
                 };
-                let sent = match endpoint.write_atomic(&path, &mut reader, None).await {
+                // The receipt's folder (made once a month and process) is
+                // made meanwhile: after the upload, the receipt then waits
+                // for one commit, not two.
+                let month = ecm::rfc3339(crate::flow::inbound::now_secs());
+                let (uploaded, ()) = tokio::join!(
+                    endpoint.write_atomic(&path, &mut reader, None),
+                    async {
+                        if let Err(e) = self.deliveries_folder(&month[..7]).await {
+                            tracing::debug!(partner = %self.partner(), "receipt folder not made yet: {e}");
+                        }
+                    }
+                );
+                let sent = match uploaded {
                     Ok(sent) => sent,
                     Err(e) => {
                         if let Some(parent) = &parent {
