@@ -153,16 +153,59 @@ fn next_chunk(
 /// own, chunk by chunk, into a stream that holds a few chunks ahead; with
 /// `direct`, bypassing the page cache where the file system allows it
 /// (for data read once, never for data that may be read again soon).
-pub(crate) fn chunks(mut file: std::fs::File, direct: bool) -> crate::ByteStream {
+pub(crate) fn chunks(file: std::fs::File, direct: bool) -> crate::ByteStream {
+    read_ahead(file, direct, None)
+}
+
+/// [`chunks`] of `file` (through the page cache), hashed on the thread that
+/// reads them.
+pub(crate) fn hashed_chunks(file: std::fs::File) -> crate::HashedDownload {
+    let (done, digest) = tokio::sync::oneshot::channel();
+    crate::HashedDownload {
+        bytes: read_ahead(file, false, Some(done)),
+        digest,
+    }
+}
+
+/// What [`read_ahead`] hashes with: where the digest goes, the hasher, the
+/// bytes so far.
+type Hashing = (tokio::sync::oneshot::Sender<(String, u64)>, Sha256, u64);
+
+/// Send the digest of everything hashed, once.
+fn send_digest(hashing: &mut Option<Hashing>) {
+    if let Some((done, hasher, total)) = hashing.take() {
+        let _ = done.send((hex::encode(hasher.finalize()), total));
+    }
+}
+
+/// [`chunks`], and when `digest` is given, the SHA-256 and size of every
+/// byte read sent on it at the end of the file (before the stream ends).
+fn read_ahead(
+    mut file: std::fs::File,
+    direct: bool,
+    digest: Option<tokio::sync::oneshot::Sender<(String, u64)>>,
+) -> crate::ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<crate::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut direct = direct && set_direct(&file, true);
         let pool = Pool::default();
+        let mut hashing: Option<Hashing> = digest.map(|d| (d, Sha256::new(), 0u64));
         loop {
             match next_chunk(&mut file, &mut direct, pool.take()) {
-                Ok((_, 0)) => break,
-                Ok((buf, n)) => {
-                    if tx.blocking_send(Ok(pool.bytes(buf, n))).is_err() || n < FILE_BUF {
+                Ok((_, 0)) => {
+                    send_digest(&mut hashing);
+                    break;
+                }
+                Ok((mut buf, n)) => {
+                    if let Some((_, hasher, total)) = &mut hashing {
+                        hasher.update(&buf.get()[..n]);
+                        *total += n as u64;
+                    }
+                    if tx.blocking_send(Ok(pool.bytes(buf, n))).is_err() {
+                        break;
+                    }
+                    if n < FILE_BUF {
+                        send_digest(&mut hashing);
                         break;
                     }
                 }
@@ -384,6 +427,30 @@ mod tests {
                 }
                 assert_eq!(back, data, "{len} (direct: {direct})");
             }
+            // Hashed where it is read: the digest of the very bytes given,
+            // there by the time the stream ends.
+            let mut hashed = hashed_chunks(std::fs::File::open(&path).unwrap());
+            let mut back = Vec::new();
+            while let Some(c) = hashed.bytes.next().await {
+                back.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(back, data, "{len} (hashed)");
+            assert_eq!(
+                hashed.digest.try_recv().unwrap(),
+                (hex::encode(Sha256::digest(&data)), len as u64)
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn a_hashed_read_left_early_gives_no_digest() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![7u8; 8 * FILE_BUF]).unwrap();
+        let mut hashed = hashed_chunks(std::fs::File::open(&path).unwrap());
+        assert_eq!(hashed.bytes.next().await.unwrap().unwrap().len(), FILE_BUF);
+        drop(hashed.bytes);
+        assert!(hashed.digest.await.is_err());
     }
 }

@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::direct::{AlignedBuf, BlockWriter};
-use crate::source::{ByteStream, ContentSource};
+use crate::source::{ByteStream, ContentSource, HashedDownload};
 use crate::types::*;
 use crate::{EcmError, ErrorKind, Repository, Result};
 
@@ -819,6 +819,36 @@ impl Embedded {
         report.missing_blobs = referenced.difference(&present).cloned().collect();
         report.missing_blobs.sort();
         Ok(report)
+    }
+
+    /// Where the content of version `version` of `node` (latest when
+    /// `None`) is: in the database, or in a blob file (opened).
+    async fn content(&self, node: NodeId, version: Option<u32>) -> Result<Content> {
+        let (sha, inline) = self
+            .lookup(move |c| {
+                get_node(c, node)?;
+                c.prepare_cached(
+                    "SELECT v.sha256, i.data FROM versions v LEFT JOIN inline_blobs i ON i.sha256 = v.sha256 \
+                     WHERE v.node = ?1 AND (?2 IS NULL OR v.number = ?2) ORDER BY v.number DESC LIMIT 1",
+                )?
+                .query_row(params![node.0, version], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
+                .optional()?
+                .ok_or_else(|| match version {
+                    Some(v) => EcmError::not_found(format!("version {v} of node {node}")),
+                    None => EcmError::not_found(format!("content of node {node}")),
+                })
+            })
+            .await?;
+        if let Some(data) = inline {
+            return Ok(Content::Inline(Bytes::from(data)));
+        }
+        let blobs = self.inner.blobs.try_clone()?;
+        let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
+            .await
+            .map_err(EcmError::storage)??;
+        Ok(Content::File(f.into_std()))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -1989,6 +2019,14 @@ fn read_categories(c: &Connection, node: NodeId) -> Result<Vec<Category>> {
     Ok(out)
 }
 
+/// A version's content, as [`Embedded::content`] finds it.
+enum Content {
+    /// Kept in the database.
+    Inline(Bytes),
+    /// A blob file, open at its start.
+    File(std::fs::File),
+}
+
 impl Repository for Embedded {
     async fn ensure_folder(&self, parent: NodeId, path: &[String]) -> Result<NodeId> {
         for seg in path {
@@ -2216,35 +2254,26 @@ impl Repository for Embedded {
     }
 
     async fn download(&self, node: NodeId, version: Option<u32>) -> Result<ByteStream> {
-        let (sha, inline) = self
-            .lookup(move |c| {
-                get_node(c, node)?;
-                c.prepare_cached(
-                    "SELECT v.sha256, i.data FROM versions v LEFT JOIN inline_blobs i ON i.sha256 = v.sha256 \
-                     WHERE v.node = ?1 AND (?2 IS NULL OR v.number = ?2) ORDER BY v.number DESC LIMIT 1",
-                )?
-                .query_row(params![node.0, version], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-                })
-                .optional()?
-                .ok_or_else(|| match version {
-                    Some(v) => EcmError::not_found(format!("version {v} of node {node}")),
-                    None => EcmError::not_found(format!("content of node {node}")),
-                })
-            })
-            .await?;
-        if let Some(data) = inline {
-            let chunk: Result<Bytes> = Ok(Bytes::from(data));
-            return Ok(Box::pin(futures::stream::iter([chunk])));
-        }
-        let blobs = self.inner.blobs.try_clone()?;
-        let f = tokio::task::spawn_blocking(move || blobs.open(blob_path(&sha)))
-            .await
-            .map_err(EcmError::storage)??;
-        // Read ahead on a thread of its own, through the page cache: a
-        // version is often read twice in a row (a plugin's look, then the
-        // checked upload), and the second read should not go to disk.
-        Ok(crate::direct::chunks(f.into_std(), false))
+        Ok(match self.content(node, version).await? {
+            Content::Inline(data) => {
+                let chunk: Result<Bytes> = Ok(data);
+                Box::pin(futures::stream::iter([chunk]))
+            }
+            // Read ahead on a thread of its own, through the page cache: a
+            // version is often read twice in a row (a plugin's look, then
+            // the checked upload), and the second read should not go to
+            // disk.
+            Content::File(f) => crate::direct::chunks(f, false),
+        })
+    }
+
+    async fn download_hashed(&self, node: NodeId, version: Option<u32>) -> Result<HashedDownload> {
+        Ok(match self.content(node, version).await? {
+            Content::Inline(data) => HashedDownload::of_bytes(data),
+            // Hashed by the thread that reads the file: no task of its own
+            // between the reads and the consumer.
+            Content::File(f) => crate::direct::hashed_chunks(f),
+        })
     }
 
     async fn node(&self, node: NodeId) -> Result<Node> {
@@ -2406,6 +2435,38 @@ mod tests {
             .await
             .unwrap()
             .node
+    }
+
+    #[tokio::test]
+    async fn a_hashed_download_gives_the_recorded_checksum_inline_or_not() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = Embedded::open(dir.path()).await.unwrap();
+        for (name, len) in [("small.bin", 100), ("large.bin", 3 * INLINE_BLOB + 5)] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let sha = hex::encode(Sha256::digest(&data));
+            let doc = NewDocument {
+                parent: NodeId::ENTERPRISE,
+                name: name.into(),
+                description: None,
+                mime_type: "application/octet-stream".into(),
+                sha256: sha.clone(),
+                categories: Vec::new(),
+                policy: CollisionPolicy::Reject,
+            };
+            let node = repo
+                .store_document(&doc, &crate::BytesSource(data.clone().into()))
+                .await
+                .unwrap()
+                .node;
+            let mut d = repo.download_hashed(node, None).await.unwrap();
+            let mut back = Vec::new();
+            while let Some(c) = d.bytes.next().await {
+                back.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(back, data, "{name}");
+            assert_eq!(d.digest.await.unwrap(), (sha, len as u64), "{name}");
+        }
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ mod staged;
 mod types;
 
 pub use error::{EcmError, ErrorKind};
-pub use source::{ByteStream, BytesSource, ContentSource, FileSource, Upload, collect};
+pub use source::{
+    ByteStream, BytesSource, ContentSource, FileSource, HashedDownload, Upload, collect,
+};
 pub use staged::{StageBuf, Staged, Stager};
 pub use types::*;
 
@@ -139,6 +141,22 @@ pub trait Repository: Send + Sync {
         node: NodeId,
         version: Option<u32>,
     ) -> impl Future<Output = Result<ByteStream>> + Send;
+
+    /// Download a version like [`download`](Self::download), with the
+    /// SHA-256 of its bytes computed as they are read, ahead of whoever
+    /// consumes them: by default on a task of its own; the embedded store
+    /// hashes on the thread that reads the file.
+    fn download_hashed(
+        &self,
+        node: NodeId,
+        version: Option<u32>,
+    ) -> impl Future<Output = Result<HashedDownload>> + Send {
+        async move {
+            Ok(HashedDownload::hash_ahead(
+                self.download(node, version).await?,
+            ))
+        }
+    }
 
     /// Read a node's metadata.
     fn node(&self, node: NodeId) -> impl Future<Output = Result<Node>> + Send;

@@ -16,6 +16,71 @@ pub type Upload = Pin<Box<dyn AsyncRead + Send>>;
 /// A downloaded content stream.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// A download whose SHA-256 is computed as its bytes are read, ahead of
+/// whoever consumes them (see [`Repository::download_hashed`]).
+///
+/// [`Repository::download_hashed`]: crate::Repository::download_hashed
+pub struct HashedDownload {
+    /// The bytes, as [`Repository::download`](crate::Repository::download)
+    /// gives them.
+    pub bytes: ByteStream,
+    /// Once `bytes` has ended: the SHA-256 (lowercase hex) and the count of
+    /// every byte it yielded. Never sent when the stream failed.
+    pub digest: tokio::sync::oneshot::Receiver<(String, u64)>,
+}
+
+/// Chunks [`HashedDownload::hash_ahead`] hashes ahead of their consumer.
+const HASH_AHEAD: usize = 4;
+
+impl HashedDownload {
+    /// Hash `stream` on a task of its own, a few chunks ahead of its
+    /// consumer, so that hashing overlaps what the consumer does.
+    pub fn hash_ahead(mut stream: ByteStream) -> Self {
+        use futures::StreamExt;
+        use sha2::Digest;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(HASH_AHEAD);
+        let (done, digest) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut hasher = sha2::Sha256::new();
+            let mut total = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let failed = chunk.is_err();
+                if let Ok(bytes) = &chunk {
+                    hasher.update(bytes);
+                    total += bytes.len() as u64;
+                }
+                // The consumer went away, or there is nothing more to read.
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+            // Sent before the channel closes: whoever sees the end finds it.
+            let _ = done.send((hex::encode(hasher.finalize()), total));
+        });
+        HashedDownload {
+            bytes: Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })),
+            digest,
+        }
+    }
+
+    /// Bytes already in memory, with their digest at once.
+    pub fn of_bytes(bytes: Bytes) -> Self {
+        use sha2::Digest;
+        let (done, digest) = tokio::sync::oneshot::channel();
+        let _ = done.send((
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            bytes.len() as u64,
+        ));
+        let chunk: Result<Bytes> = Ok(bytes);
+        HashedDownload {
+            bytes: Box::pin(futures::stream::iter([chunk])),
+            digest,
+        }
+    }
+}
+
 /// Content that can be read (again) from the start: a client retrying an
 /// upload opens it once per attempt, so nothing is buffered whole.
 ///
@@ -143,4 +208,54 @@ pub async fn collect(mut s: ByteStream) -> Result<Vec<u8>> {
         out.extend_from_slice(&chunk?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use sha2::Digest;
+
+    async fn drain(d: &mut HashedDownload) -> Vec<u8> {
+        let mut back = Vec::new();
+        while let Some(c) = d.bytes.next().await {
+            back.extend_from_slice(&c.unwrap());
+        }
+        back
+    }
+
+    #[tokio::test]
+    async fn a_stream_hashed_ahead_gives_its_bytes_then_their_digest() {
+        let data = b"hashed ahead".repeat(50_000);
+        let chunks: Vec<Result<Bytes>> = data
+            .chunks(70_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut d = HashedDownload::hash_ahead(Box::pin(futures::stream::iter(chunks)));
+        assert_eq!(drain(&mut d).await, data);
+        assert_eq!(
+            d.digest.try_recv().unwrap(),
+            (hex::encode(sha2::Sha256::digest(&data)), data.len() as u64)
+        );
+
+        let mut d = HashedDownload::of_bytes(Bytes::from_static(b"small"));
+        assert_eq!(drain(&mut d).await, b"small");
+        assert_eq!(
+            d.digest.try_recv().unwrap(),
+            (hex::encode(sha2::Sha256::digest(b"small")), 5)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_stream_hashed_ahead_gives_its_error_and_no_digest() {
+        let chunks: Vec<Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"some")),
+            Err(crate::EcmError::storage("disk gone")),
+        ];
+        let mut d = HashedDownload::hash_ahead(Box::pin(futures::stream::iter(chunks)));
+        assert_eq!(&d.bytes.next().await.unwrap().unwrap()[..], b"some");
+        assert!(d.bytes.next().await.unwrap().is_err());
+        assert!(d.bytes.next().await.is_none());
+        assert!(d.digest.await.is_err());
+    }
 }

@@ -15,8 +15,9 @@ use url::{Host, Url};
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::otcs::{Mapping, OtcsClient, Secret};
 use wharf_ecm::{
-    AuditEvent, AuditRecord, ByteStream, Category, ContentSource, Grant, NewDocument, Node, NodeId,
-    Repository, SearchQuery, Stored, Version, WorkflowId, WorkflowStart, WorkspaceSpec,
+    AuditEvent, AuditRecord, ByteStream, Category, ContentSource, Grant, HashedDownload,
+    NewDocument, Node, NodeId, Repository, SearchQuery, Stored, Version, WorkflowId, WorkflowStart,
+    WorkspaceSpec,
 };
 use wharf_endpoint::ftp::{FtpConfig, FtpEndpoint, FtpSecurity};
 use wharf_endpoint::local::LocalEndpoint;
@@ -464,6 +465,14 @@ impl Repository for AnyRepository {
 
     async fn download(&self, node: NodeId, version: Option<u32>) -> wharf_ecm::Result<ByteStream> {
         each!(self, r => r.download(node, version).await)
+    }
+
+    async fn download_hashed(
+        &self,
+        node: NodeId,
+        version: Option<u32>,
+    ) -> wharf_ecm::Result<HashedDownload> {
+        each!(self, r => r.download_hashed(node, version).await)
     }
 
     async fn node(&self, node: NodeId) -> wharf_ecm::Result<Node> {

@@ -544,13 +544,13 @@ impl<R: Repository + 'static> Outbound<R> {
                     // earlier pass), and checked against the checksum it
                     // was named with before the upload is renamed into place.
                     None => {
-                        let stream = self
+                        let download = self
                             .repo()
-                            .download(doc.id, Some(latest.number))
+                            .download_hashed(doc.id, Some(latest.number))
                             .await
                             .map_err(fail)?;
                         let named = delivery.sha256.clone().unwrap_or_default();
-                        Box::new(verified_download(stream, &named, delivery.size))
+                        Box::new(verified_download(download, &named, delivery.size))
                     }
                 };
                 // The receipt's folder (made once a month and process) is

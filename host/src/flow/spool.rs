@@ -166,80 +166,43 @@ pub(crate) enum SpoolError {
     Spool(std::io::Error),
 }
 
-/// Chunks a checked download reads ahead of the upload it feeds.
-const READ_AHEAD: usize = 4;
-
-/// What the hashing task of [`verified_download`] passes on.
-enum Checked {
-    /// Bytes, not yet checked.
-    Bytes(bytes::Bytes),
-    /// All bytes passed on; they are the expected ones.
-    Verified,
-    /// The download failed, or its bytes are not the expected ones.
-    Failed(std::io::Error),
-}
-
 /// A repository download as a reader that checks, before its end, that the
 /// bytes are `size` bytes with the SHA-256 `expected`: a mismatch (or a
 /// check that never came) is an error instead of the end, so an upload fed
-/// from it fails and is not renamed into place. A task of its own reads and
-/// hashes ahead, so hashing overlaps the upload.
+/// from it fails and is not renamed into place. The bytes are hashed ahead
+/// of the reader (see [`ecm::Repository::download_hashed`]), so hashing
+/// overlaps the upload.
 pub(crate) fn verified_download(
-    mut stream: ecm::ByteStream,
+    download: ecm::HashedDownload,
     expected: &str,
     size: u64,
 ) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Checked>(READ_AHEAD);
-    let expected = expected.to_ascii_lowercase();
-    tokio::spawn(async move {
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let message = match chunk {
-                Ok(bytes) => {
-                    hasher.update(&bytes);
-                    total += bytes.len() as u64;
-                    Checked::Bytes(bytes)
-                }
-                Err(e) => Checked::Failed(std::io::Error::other(e)),
-            };
-            let failed = matches!(message, Checked::Failed(_));
-            // The reader was dropped (the upload failed): stop reading.
-            if tx.send(message).await.is_err() || failed {
-                return;
-            }
+    let ecm::HashedDownload { bytes, digest } = download;
+    let state = Some((bytes, digest, expected.to_ascii_lowercase()));
+    // Ends only after the check; a digest that never came is an error.
+    let chunks = futures::stream::unfold(state, move |state| async move {
+        let (mut bytes, digest, expected) = state?;
+        match bytes.next().await {
+            Some(Ok(b)) => return Some((Ok(b), Some((bytes, digest, expected)))),
+            Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+            None => {}
         }
-        let got = hex::encode(hasher.finalize());
-        let verdict = if total != size {
-            Checked::Failed(std::io::Error::new(
+        let failed = match digest.await {
+            Ok((_, total)) if total != size => std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!("the content has {total} bytes, not the recorded {size}"),
-            ))
-        } else if got != expected {
-            Checked::Failed(std::io::Error::new(
+            ),
+            Ok((got, _)) if got != expected => std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("the content's SHA-256 is {got}, not the recorded {expected}"),
-            ))
-        } else {
-            Checked::Verified
+            ),
+            Ok(_) => return None,
+            Err(_) => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the download ended without its check",
+            ),
         };
-        let _ = tx.send(verdict).await;
-    });
-    // Ends only after the verdict; a task gone without one is an error.
-    let chunks = futures::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
-            Some(Checked::Bytes(b)) => Some((Ok(b), Some(rx))),
-            Some(Checked::Verified) => None,
-            Some(Checked::Failed(e)) => Some((Err(e), None)),
-            None => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the download ended without its check",
-                )),
-                None,
-            )),
-        }
+        Some((Err(failed), None))
     });
     tokio_util::io::StreamReader::new(Box::pin(chunks))
 }
@@ -256,6 +219,10 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    fn hashed(stream: ecm::ByteStream) -> ecm::HashedDownload {
+        ecm::HashedDownload::hash_ahead(stream)
+    }
+
     fn chunked(data: &[u8]) -> ecm::ByteStream {
         let chunks: Vec<ecm::Result<bytes::Bytes>> = data
             .chunks(64 * 1024)
@@ -269,16 +236,20 @@ mod tests {
         let data = b"delivered bytes".repeat(100_000);
         let sha = hex::encode(Sha256::digest(&data));
         let mut out = Vec::new();
-        verified_download(chunked(&data), &sha.to_uppercase(), data.len() as u64)
-            .read_to_end(&mut out)
-            .await
-            .unwrap();
+        verified_download(
+            hashed(chunked(&data)),
+            &sha.to_uppercase(),
+            data.len() as u64,
+        )
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
         assert_eq!(out, data);
 
         let mut tampered = data.clone();
         tampered[500_000] ^= 1;
         let mut out = Vec::new();
-        let err = verified_download(chunked(&tampered), &sha, data.len() as u64)
+        let err = verified_download(hashed(chunked(&tampered)), &sha, data.len() as u64)
             .read_to_end(&mut out)
             .await
             .unwrap_err();
@@ -290,7 +261,7 @@ mod tests {
         // Short content is refused, whatever its checksum.
         let short = &data[..data.len() - 1];
         let err = verified_download(
-            chunked(short),
+            hashed(chunked(short)),
             &hex::encode(Sha256::digest(short)),
             data.len() as u64,
         )
@@ -304,7 +275,7 @@ mod tests {
             Ok(bytes::Bytes::from_static(b"some")),
             Err(ecm::EcmError::storage("disk gone")),
         ]));
-        let err = verified_download(failing, &sha, data.len() as u64)
+        let err = verified_download(hashed(failing), &sha, data.len() as u64)
             .read_to_end(&mut Vec::new())
             .await
             .unwrap_err();
