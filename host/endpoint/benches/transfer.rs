@@ -134,8 +134,9 @@ async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64
             let ep = ep.clone();
             let local = local.clone();
             async move {
-                let mut r = ep.open_read(&e.path, 0).await.unwrap();
+                let r = ep.open_read(&e.path, 0).await.unwrap();
                 let to = RemotePath::parse(&e.name).unwrap();
+                let mut r = tokio::io::BufReader::new(r);
                 local.write_atomic(&to, &mut r, None).await.unwrap();
             }
         })

@@ -16,7 +16,7 @@ use suppaftp::tokio::{
 };
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 use crate::config::{CommonConfig, Secret, SecretSource};
 use crate::error::{Error, Result};
@@ -610,7 +610,7 @@ impl Endpoint for FtpEndpoint {
     async fn write_atomic(
         &self,
         path: &RemotePath,
-        src: &mut (dyn AsyncRead + Send + Unpin),
+        src: &mut (dyn AsyncBufRead + Send + Unpin),
         progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let temp = &self.cfg.common.temp;

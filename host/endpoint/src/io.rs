@@ -4,13 +4,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf,
+};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, Result};
 
-/// Buffer size of the copy loop: large enough for line-rate loopback, small enough to keep
-/// memory bounded regardless of file size.
+/// Buffer size for reading an upload that comes without a buffer of its own (wrap it in a
+/// `tokio::io::BufReader::with_capacity(COPY_BUF, ..)`): large enough for line-rate
+/// loopback, small enough to keep memory bounded regardless of file size.
 pub const COPY_BUF: usize = 256 * 1024;
 
 /// Called as a large transfer advances.
@@ -125,29 +128,31 @@ impl From<CopyError> for Error {
     }
 }
 
-/// Copies `src` into `dst` with a fixed buffer, failing any read or write that stalls for
-/// `stall`, and reporting progress. Flushes `dst` at the end. Returns the bytes copied.
+/// Copies `src` into `dst` straight from the source's own buffer (no copy of ours in
+/// between), failing any read or write that stalls for `stall`, and reporting progress.
+/// Flushes `dst` at the end. Returns the bytes copied.
 pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
-    src: &mut (dyn AsyncRead + Send + Unpin),
+    src: &mut (dyn AsyncBufRead + Send + Unpin),
     dst: &mut W,
     stall: Duration,
     progress: Option<&dyn Progress>,
 ) -> std::result::Result<u64, CopyError> {
     let timeout = |what| Error::Timeout { what, after: stall };
-    let mut buf = vec![0u8; COPY_BUF];
     let mut done = 0u64;
     loop {
-        let n = tokio::time::timeout(stall, src.read(&mut buf))
+        let chunk = tokio::time::timeout(stall, src.fill_buf())
             .await
             .map_err(|_| CopyError::Source(timeout("reading the upload source")))?
             .map_err(|e| CopyError::Source(Error::Io(e)))?;
-        if n == 0 {
+        if chunk.is_empty() {
             break;
         }
-        tokio::time::timeout(stall, dst.write_all(&buf[..n]))
+        let n = chunk.len();
+        tokio::time::timeout(stall, dst.write_all(chunk))
             .await
             .map_err(|_| CopyError::Sink(timeout("stalled upload")))?
             .map_err(|e| CopyError::Sink(Error::Connection(e)))?;
+        src.consume(n);
         done += n as u64;
         if let Some(p) = progress {
             p.advanced(done);

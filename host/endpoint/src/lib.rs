@@ -19,7 +19,7 @@ pub mod sftp;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncBufRead, AsyncRead};
 
 pub use config::{CommonConfig, RetryPolicy, Secret, SecretSource, TempNaming};
 pub use error::{Error, Result};
@@ -99,10 +99,13 @@ pub trait Endpoint: Send + Sync {
     /// directory (see [`TempNaming`]), whose size is then verified before it is renamed to
     /// `path`, replacing any existing file. The final name never shows partial content.
     /// Returns the number of bytes written.
+    ///
+    /// The bytes are sent straight from `src`'s buffer: a slice or a stream reader needs no
+    /// other; wrap a plain reader in a `tokio::io::BufReader` of [`io::COPY_BUF`] bytes.
     async fn write_atomic(
         &self,
         path: &RemotePath,
-        src: &mut (dyn AsyncRead + Send + Unpin),
+        src: &mut (dyn AsyncBufRead + Send + Unpin),
         progress: Option<&dyn Progress>,
     ) -> Result<u64>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata};
-use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncSeekExt, AsyncWriteExt};
 
 use crate::config::TempNaming;
 use crate::error::{Error, Result};
@@ -159,7 +159,7 @@ impl Endpoint for LocalEndpoint {
     async fn write_atomic(
         &self,
         path: &RemotePath,
-        src: &mut (dyn AsyncRead + Send + Unpin),
+        src: &mut (dyn AsyncBufRead + Send + Unpin),
         progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let tmp = path.with_wrapped_name(&self.temp.prefix, &self.temp.suffix)?;

@@ -14,7 +14,7 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::fs::{File as SftpFile, Metadata};
 use russh_sftp::protocol::{FileType, StatusCode};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::config::{CommonConfig, Secret, SecretSource};
 use crate::error::{Error, Result};
@@ -464,7 +464,7 @@ impl Endpoint for SftpEndpoint {
     async fn write_atomic(
         &self,
         path: &RemotePath,
-        src: &mut (dyn AsyncRead + Send + Unpin),
+        src: &mut (dyn AsyncBufRead + Send + Unpin),
         progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let temp = &self.cfg.common.temp;

@@ -293,7 +293,7 @@ async fn upload_to_a_killed_server_fails_cleanly() {
     let (_f, pw) = password_file(&s);
     let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
     ep.list(&RemotePath::root()).await.unwrap();
-    let (tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = tokio::io::duplex(64 * 1024);
     let feeder = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut tx = tx;
@@ -301,6 +301,7 @@ async fn upload_to_a_killed_server_fails_cleanly() {
         while tx.write_all(&chunk).await.is_ok() {}
     });
     let target = p("up.bin");
+    let mut rx = tokio::io::BufReader::new(rx);
     let upload = ep.write_atomic(&target, &mut rx, None);
     let killer = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -505,7 +506,7 @@ async fn a_long_upload_is_checked_and_renamed_on_a_second_connection() {
     let (_f, pw) = password_file(&s);
     let ep = FtpEndpoint::new(config(&s, FtpSecurity::Plain, pw)).unwrap();
     let total = 2 * 1024 * 1024usize;
-    let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let (mut tx, rx) = tokio::io::duplex(64 * 1024);
     let producer = tokio::spawn(async move {
         let data = pattern(total, 3);
         for chunk in data.chunks(128 * 1024) {
@@ -513,6 +514,7 @@ async fn a_long_upload_is_checked_and_renamed_on_a_second_connection() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });
+    let mut rx = tokio::io::BufReader::new(rx);
     let n = ep
         .write_atomic(&p("slow.bin"), &mut rx, None)
         .await

@@ -74,7 +74,8 @@ async fn custom_temp_naming() {
         },
     )
     .unwrap();
-    let (mut tx, mut rx) = tokio::io::duplex(1024);
+    let (mut tx, rx) = tokio::io::duplex(1024);
+    let mut rx = tokio::io::BufReader::new(rx);
     let write = async { ep.write_atomic(&p("f.csv"), &mut rx, None).await };
     let check = async {
         use tokio::io::AsyncWriteExt;

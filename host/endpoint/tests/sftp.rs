@@ -298,7 +298,7 @@ async fn upload_to_a_killed_server_fails_cleanly_then_succeeds_after_restart() {
     let mut s = server();
     let ep = SftpEndpoint::new(key_config(&s)).unwrap();
     ep.list(&RemotePath::root()).await.unwrap();
-    let (tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = tokio::io::duplex(64 * 1024);
     let feeder = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut tx = tx;
@@ -306,6 +306,7 @@ async fn upload_to_a_killed_server_fails_cleanly_then_succeeds_after_restart() {
         while tx.write_all(&chunk).await.is_ok() {}
     });
     let target = p("up.bin");
+    let mut rx = tokio::io::BufReader::new(rx);
     let upload = ep.write_atomic(&target, &mut rx, None);
     let killer = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -99,11 +99,12 @@ impl Spooled {
     /// The bytes as a stream for an upload.
     pub(crate) async fn reader(
         &self,
-    ) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
+    ) -> std::io::Result<Box<dyn tokio::io::AsyncBufRead + Send + Unpin>> {
+        let file = |f| tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, f);
         Ok(match self {
             Spooled::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Spooled::File(p) => Box::new(tokio::fs::File::open(p).await?),
-            Spooled::Staged(s) => Box::new(tokio::fs::File::open(s.path()).await?),
+            Spooled::File(p) => Box::new(file(tokio::fs::File::open(p).await?)),
+            Spooled::Staged(s) => Box::new(file(tokio::fs::File::open(s.path()).await?)),
         })
     }
 
@@ -176,7 +177,7 @@ pub(crate) fn verified_download(
     download: ecm::HashedDownload,
     expected: &str,
     size: u64,
-) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+) -> impl tokio::io::AsyncBufRead + Send + Unpin + 'static {
     let ecm::HashedDownload { bytes, digest } = download;
     let state = Some((bytes, digest, expected.to_ascii_lowercase()));
     // Ends only after the check; a digest that never came is an error.

@@ -221,7 +221,7 @@ pub async fn atomic_upload_is_never_seen_partial(ep: Arc<dyn Endpoint>) {
     ep.mkdir_all(&dir).await.unwrap();
     let target = dir.join("big.dat").unwrap();
     let total = 4 * 1024 * 1024usize;
-    let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+    let (mut tx, rx) = tokio::io::duplex(64 * 1024);
     let producer = tokio::spawn(async move {
         let data = pattern(total, 9);
         for chunk in data.chunks(256 * 1024) {
@@ -250,6 +250,7 @@ pub async fn atomic_upload_is_never_seen_partial(ep: Arc<dyn Endpoint>) {
             (polls, saw_temp, saw_final)
         })
     };
+    let mut rx = tokio::io::BufReader::new(rx);
     let n = ep.write_atomic(&target, &mut rx, None).await.unwrap();
     done.store(true, Ordering::Release);
     producer.await.unwrap();
@@ -278,7 +279,11 @@ pub async fn big_round_trip(ep: &dyn Endpoint, len: u64, max_rss: u64) {
     let (want, _) = hash_stream(PatternReader::new(len, 77)).await.unwrap();
     let t = std::time::Instant::now();
     let n = ep
-        .write_atomic(&path, &mut PatternReader::new(len, 77), None)
+        .write_atomic(
+            &path,
+            &mut tokio::io::BufReader::new(PatternReader::new(len, 77)),
+            None,
+        )
         .await
         .unwrap();
     let up = t.elapsed();
