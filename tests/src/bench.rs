@@ -235,8 +235,9 @@ fn warm_bytes_from(mib: Option<&str>) -> usize {
 /// that follows a bench step which just freed a file's pages (deleting the
 /// last run's uploads) writes fast, and the one after a step that used
 /// them up (copying a template in) writes slowly. Doing this before every
-/// run puts every tool on the same footing. Nothing reaches the disk: the
-/// file is deleted before write-back.
+/// run puts every tool on the same footing. Little or nothing reaches the
+/// disk (the file is deleted before write-back gets far), and a warm-up cut
+/// short by a write error only warms less.
 pub fn warm_page_cache(bytes: usize) {
     if bytes == 0 {
         return;
@@ -729,13 +730,6 @@ pub fn rss_target(rss: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn warming_leaves_no_scratch_file() {
-        let scratch = std::env::temp_dir().join(format!("wharf-bench-warm-{}", std::process::id()));
-        warm_page_cache(3 << 20);
-        assert!(!scratch.exists());
-    }
 
     #[test]
     fn warming_is_a_gib_unless_the_variable_says_otherwise() {

@@ -35,6 +35,10 @@ const HASH_AHEAD: usize = 4;
 impl HashedDownload {
     /// Hash `stream` on a task of its own, a few chunks ahead of its
     /// consumer, so that hashing overlaps what the consumer does.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the task is spawned on the current one).
     pub fn hash_ahead(mut stream: ByteStream) -> Self {
         use futures::StreamExt;
         use sha2::Digest;

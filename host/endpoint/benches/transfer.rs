@@ -136,7 +136,7 @@ async fn wharf_small(ep: Arc<dyn Endpoint>, dst: &Path, sync: bool) -> (f64, u64
             async move {
                 let r = ep.open_read(&e.path, 0).await.unwrap();
                 let to = RemotePath::parse(&e.name).unwrap();
-                let mut r = tokio::io::BufReader::new(r);
+                let mut r = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, r);
                 local.write_atomic(&to, &mut r, None).await.unwrap();
             }
         })

@@ -129,7 +129,8 @@ impl From<CopyError> for Error {
 }
 
 /// Copies `src` into `dst` straight from the source's own buffer (no copy of ours in
-/// between), failing any read or write that stalls for `stall`, and reporting progress.
+/// between), at most [`COPY_BUF`] bytes per write, failing any read or write that stalls for
+/// `stall`, and reporting progress.
 /// Flushes `dst` at the end. Returns the bytes copied.
 pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
     src: &mut (dyn AsyncBufRead + Send + Unpin),
@@ -147,8 +148,10 @@ pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
         if chunk.is_empty() {
             break;
         }
-        let n = chunk.len();
-        tokio::time::timeout(stall, dst.write_all(chunk))
+        // At most COPY_BUF bytes per write: the stall timeout and the progress hook keep
+        // their grain whatever the source holds at once.
+        let n = chunk.len().min(COPY_BUF);
+        tokio::time::timeout(stall, dst.write_all(&chunk[..n]))
             .await
             .map_err(|_| CopyError::Sink(timeout("stalled upload")))?
             .map_err(|e| CopyError::Sink(Error::Connection(e)))?;

@@ -23,12 +23,12 @@ use crate::pool::{Pool, Pooled};
 use crate::retry::with_retry;
 use crate::{Endpoint, Entry, EntryKind, ReadStream, RemotePath};
 
-/// Write requests of up to 32 KiB: what every SFTP server must take
+/// Write requests of up to 32 KiB (framing included): what every SFTP server must take
 /// (draft-ietf-secsh-filexfer-02).
 const SMALL_WRITE: u32 = 32 * 1024;
 
-/// Write requests of up to 128 KiB, for servers that speak OpenSSH's extensions: well within
-/// the 256 KiB messages OpenSSH's server takes.
+/// Write requests of up to 128 KiB (framing included), for servers that speak OpenSSH's
+/// extensions: well within the 256 KiB messages OpenSSH's server takes.
 const LARGE_WRITE: u32 = 128 * 1024;
 
 /// Whether the answer to a `statvfs@openssh.com` request shows a server that speaks
@@ -357,9 +357,9 @@ impl SftpEndpoint {
         }
         // Large writes cut the requests (and acknowledgements) of an upload fourfold, but the
         // protocol only promises 32 KiB: they go to servers that speak OpenSSH's extensions
-        // (which take 256 KiB messages, and cap writes themselves where they announce
-        // limits@openssh.com), as OpenSSH's own client does; other servers get a session of
-        // small writes instead.
+        // (which take 256 KiB messages; one that announces limits@openssh.com gets writes no
+        // larger than it says), as OpenSSH's own client does. Other servers get a session of
+        // small writes instead, at the cost of a second channel per connection.
         let mut sftp = self.sftp_session(&ssh, LARGE_WRITE).await?;
         if !speaks_openssh(sftp.fs_info(".").await) {
             let _ = sftp.close().await;
@@ -368,7 +368,8 @@ impl SftpEndpoint {
         Ok(SftpConn { sftp, _ssh: ssh })
     }
 
-    /// An SFTP session on a new channel of `ssh`, whose writes carry up to `write_len` bytes.
+    /// An SFTP session on a new channel of `ssh`, whose write requests are at most
+    /// `write_len` bytes long (framing included).
     async fn sftp_session(
         &self,
         ssh: &client::Handle<Checker>,

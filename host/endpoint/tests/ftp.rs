@@ -301,7 +301,7 @@ async fn upload_to_a_killed_server_fails_cleanly() {
         while tx.write_all(&chunk).await.is_ok() {}
     });
     let target = p("up.bin");
-    let mut rx = tokio::io::BufReader::new(rx);
+    let mut rx = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, rx);
     let upload = ep.write_atomic(&target, &mut rx, None);
     let killer = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -514,7 +514,7 @@ async fn a_long_upload_is_checked_and_renamed_on_a_second_connection() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });
-    let mut rx = tokio::io::BufReader::new(rx);
+    let mut rx = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, rx);
     let n = ep
         .write_atomic(&p("slow.bin"), &mut rx, None)
         .await

@@ -75,7 +75,7 @@ async fn custom_temp_naming() {
     )
     .unwrap();
     let (mut tx, rx) = tokio::io::duplex(1024);
-    let mut rx = tokio::io::BufReader::new(rx);
+    let mut rx = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, rx);
     let write = async { ep.write_atomic(&p("f.csv"), &mut rx, None).await };
     let check = async {
         use tokio::io::AsyncWriteExt;

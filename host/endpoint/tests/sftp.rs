@@ -306,7 +306,7 @@ async fn upload_to_a_killed_server_fails_cleanly_then_succeeds_after_restart() {
         while tx.write_all(&chunk).await.is_ok() {}
     });
     let target = p("up.bin");
-    let mut rx = tokio::io::BufReader::new(rx);
+    let mut rx = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, rx);
     let upload = ep.write_atomic(&target, &mut rx, None);
     let killer = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -284,6 +284,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_download_whose_digest_never_comes_fails_at_its_end() {
+        let data = b"all the bytes, but no check".to_vec();
+        let (gone, digest) = tokio::sync::oneshot::channel();
+        drop(gone);
+        let download = ecm::HashedDownload {
+            bytes: chunked(&data),
+            digest,
+        };
+        let sha = hex::encode(Sha256::digest(&data));
+        let mut out = Vec::new();
+        let err = verified_download(download, &sha, data.len() as u64)
+            .read_to_end(&mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(err.to_string().contains("without its check"), "{err}");
+        assert_eq!(out, data);
+    }
+
+    #[tokio::test]
     async fn small_streams_stay_in_memory_and_large_ones_go_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         for (len, in_memory) in [

@@ -213,6 +213,17 @@ pub struct Ledger {
     synced: Mutex<Synced>,
 }
 
+/// Copy the write-ahead log of `conn`'s database into the database file
+/// (a passive checkpoint, fsyncing both); returns whether all of it was
+/// copied (a reader in the way leaves some behind).
+pub(crate) fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<bool> {
+    let (busy, log, copied): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(busy == 0 && log == copied)
+}
+
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -562,12 +573,7 @@ impl Ledger {
     pub fn checkpoint(&self) -> Result<bool, LedgerError> {
         use std::sync::atomic::Ordering;
         let covers = self.commits.load(Ordering::SeqCst);
-        let (busy, log, copied): (i64, i64, i64) =
-            self.conn()
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-        let whole = busy == 0 && log == copied;
+        let whole = wal_checkpoint(&self.conn())?;
         if whole {
             // Every commit before the checkpoint is in the synced database.
             let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());

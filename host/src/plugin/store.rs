@@ -235,12 +235,7 @@ impl PluginStore {
     /// that closing the store has nothing left to write. Returns whether
     /// the whole log was copied.
     pub fn checkpoint(&self) -> Result<bool, StoreError> {
-        let (busy, log, copied): (i64, i64, i64) =
-            self.db()
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-        Ok(busy == 0 && log == copied)
+        Ok(crate::ledger::wal_checkpoint(&self.db())?)
     }
 
     /// Keep `wasm` (if it is not kept already) and return its digest. The

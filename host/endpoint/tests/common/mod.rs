@@ -250,7 +250,7 @@ pub async fn atomic_upload_is_never_seen_partial(ep: Arc<dyn Endpoint>) {
             (polls, saw_temp, saw_final)
         })
     };
-    let mut rx = tokio::io::BufReader::new(rx);
+    let mut rx = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, rx);
     let n = ep.write_atomic(&target, &mut rx, None).await.unwrap();
     done.store(true, Ordering::Release);
     producer.await.unwrap();
@@ -281,7 +281,10 @@ pub async fn big_round_trip(ep: &dyn Endpoint, len: u64, max_rss: u64) {
     let n = ep
         .write_atomic(
             &path,
-            &mut tokio::io::BufReader::new(PatternReader::new(len, 77)),
+            &mut tokio::io::BufReader::with_capacity(
+                wharf_endpoint::io::COPY_BUF,
+                PatternReader::new(len, 77),
+            ),
             None,
         )
         .await
