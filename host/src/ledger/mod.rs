@@ -756,7 +756,7 @@ fn find(conn: &Connection, key: &FileKey) -> Result<Option<Claim>, LedgerError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn key(path: &str) -> FileKey {
@@ -776,8 +776,8 @@ mod tests {
     }
 
     /// Rows in `table` of a copy of the database file `db` alone (its
-    /// write-ahead log left behind).
-    fn rows_in_file_alone(db: &Path, table: &str) -> i64 {
+    /// write-ahead log left behind); for the other stores' tests too.
+    pub(crate) fn rows_in_file_alone(db: &Path, table: &str) -> i64 {
         let copy = tempfile::tempdir().unwrap();
         let file = copy.path().join("copy.db");
         std::fs::copy(db, &file).unwrap();

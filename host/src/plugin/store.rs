@@ -504,18 +504,8 @@ mod tests {
         store
             .record(&activation("acme", &digest_of(b"a"), How::Start))
             .unwrap();
-        let in_file_alone = || {
-            let copy = tempfile::tempdir().unwrap();
-            let file = copy.path().join("copy.db");
-            std::fs::copy(dir.path().join("plugins.db"), &file).unwrap();
-            Connection::open(&file)
-                .unwrap()
-                .query_row("SELECT COUNT(*) FROM activations", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                // Not even the table while the schema is in the log only.
-                .unwrap_or(0)
-        };
+        let db = dir.path().join("plugins.db");
+        let in_file_alone = || crate::ledger::tests::rows_in_file_alone(&db, "activations");
         assert_eq!(in_file_alone(), 0);
         assert!(store.checkpoint().unwrap());
         assert_eq!(in_file_alone(), 1);
