@@ -289,13 +289,17 @@ impl FtpEndpoint {
         let abs = self.abs(dir);
         let mut c = self.conn().await?;
         let (lines, mlsd) = if c.mlsd {
-            let r = within(self.cfg.common.stall_timeout, c.ftp.mlsd(Some(&abs))).await;
+            let r = within(
+                self.cfg.common.stall_timeout,
+                c.begin().ftp.mlsd(Some(&abs)),
+            )
+            .await;
             (c.check(r)?, true)
         } else {
             // CWD then a bare LIST: a path argument would be globbed or taken for options.
-            let r = within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await;
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.cwd(&abs)).await;
             c.check(r)?;
-            let r = within(self.cfg.common.stall_timeout, c.ftp.list(None)).await;
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.list(None)).await;
             (c.check(r)?, false)
         };
         drop(c);
@@ -321,10 +325,12 @@ impl FtpEndpoint {
             }));
         }
         if c.size {
-            match within(self.cfg.common.stall_timeout, c.ftp.size(&abs)).await {
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.size(&abs)).await;
+            match c.check(r) {
                 Ok(size) => {
                     let mtime = if c.mdtm {
-                        let r = within(self.cfg.common.stall_timeout, c.ftp.mdtm(&abs)).await;
+                        let r =
+                            within(self.cfg.common.stall_timeout, c.begin().ftp.mdtm(&abs)).await;
                         match c.check(r) {
                             Ok(t) => Some(SystemTime::from(t.and_utc())),
                             Err(Error::Refused(_)) => None,
@@ -342,10 +348,11 @@ impl FtpEndpoint {
                     }));
                 }
                 Err(Error::Refused(_)) => {}
-                Err(e) => return c.check(Err(e)),
+                Err(e) => return Err(e),
             }
             // Not a file: a directory if we can enter it.
-            return match within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await {
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.cwd(&abs)).await;
+            return match c.check(r) {
                 Ok(()) => Ok(Some(Entry {
                     name,
                     path: path.clone(),
@@ -354,7 +361,7 @@ impl FtpEndpoint {
                     kind: EntryKind::Dir,
                 })),
                 Err(Error::Refused(_)) => Ok(None),
-                Err(e) => c.check(Err(e)),
+                Err(e) => Err(e),
             };
         }
         drop(c);
@@ -373,10 +380,18 @@ impl FtpEndpoint {
         if offset > 0 {
             let off = usize::try_from(offset)
                 .map_err(|_| Error::Config("resume offset too large".into()))?;
-            let r = within(self.cfg.common.stall_timeout, c.ftp.resume_transfer(off)).await;
+            let r = within(
+                self.cfg.common.stall_timeout,
+                c.begin().ftp.resume_transfer(off),
+            )
+            .await;
             c.check(r)?;
         }
-        let r = within(self.cfg.common.stall_timeout, c.ftp.retr_as_stream(&abs)).await;
+        let r = within(
+            self.cfg.common.stall_timeout,
+            c.begin().ftp.retr_as_stream(&abs),
+        )
+        .await;
         let stream = c.check(r)?;
         Ok(Box::new(FtpRead {
             state: ReadState::Streaming(StallReader::new(stream, self.cfg.common.stall_timeout)),
@@ -394,13 +409,13 @@ impl FtpEndpoint {
     ) -> Result<u64> {
         let stall = self.cfg.common.stall_timeout;
         if c.size {
-            let r = within(stall, c.ftp.size(tmp_abs)).await;
+            let r = within(stall, c.begin().ftp.size(tmp_abs)).await;
             return Ok(c.check(r)? as u64);
         }
         let parent = tmp.parent().unwrap_or_default();
-        let r = within(stall, c.ftp.cwd(self.abs(&parent))).await;
+        let r = within(stall, c.begin().ftp.cwd(self.abs(&parent))).await;
         c.check(r)?;
-        let r = within(stall, c.ftp.list(None)).await;
+        let r = within(stall, c.begin().ftp.list(None)).await;
         let lines = c.check(r)?;
         let name = tmp.file_name().unwrap_or_default();
         parse_listing(&parent, &lines, false, 0)
@@ -415,7 +430,7 @@ impl FtpEndpoint {
     async fn cleanup(&self, abs: &str) {
         let attempt = async {
             let mut c = self.conn().await?;
-            let r = within(self.cfg.common.stall_timeout, c.ftp.rm(abs)).await;
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.rm(abs)).await;
             c.check(r)
         };
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.cfg.common.connect_timeout, attempt)
@@ -591,10 +606,11 @@ impl Endpoint for FtpEndpoint {
                 return Ok(entry.is_some_and(|e| e.kind == EntryKind::File));
             }
             // SIZE answers for files only: a directory or nothing is a 550.
-            match within(self.cfg.common.stall_timeout, c.ftp.size(&abs)).await {
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.size(&abs)).await;
+            match c.check(r) {
                 Ok(_) => Ok(true),
                 Err(Error::Refused(_)) => Ok(false),
-                Err(e) => c.check(Err(e)),
+                Err(e) => Err(e),
             }
         })
         .await
@@ -622,8 +638,11 @@ impl Endpoint for FtpEndpoint {
         // connection may have gone stale, the server may be restarting).
         let (mut c, mut up) = with_retry(&self.cfg.common.retry, "ftp upload start", || async {
             let mut c = self.conn().await?;
-            let r = within(stall, c.ftp.put_with_stream(&tmp_abs)).await;
+            let r = within(stall, c.begin().ftp.put_with_stream(&tmp_abs)).await;
             let up = c.check(r)?;
+            // The transfer is in flight until its end is confirmed: an upload cancelled
+            // meanwhile closes its connection rather than leave the server's reply to it.
+            c.begin();
             Ok((c, up))
         })
         .await?;
@@ -689,14 +708,14 @@ impl Endpoint for FtpEndpoint {
                     });
                 }
             }
-            let r = within(stall, via.ftp.rename(&tmp_abs, &final_abs)).await;
+            let r = within(stall, via.begin().ftp.rename(&tmp_abs, &final_abs)).await;
             match via.check(r) {
                 Ok(()) => Ok(()),
                 // Some servers refuse to rename over an existing file: replace it.
                 Err(Error::Refused(_)) => {
-                    let r = within(stall, via.ftp.rm(&final_abs)).await;
+                    let r = within(stall, via.begin().ftp.rm(&final_abs)).await;
                     via.check(r)?;
-                    let r = within(stall, via.ftp.rename(&tmp_abs, &final_abs)).await;
+                    let r = within(stall, via.begin().ftp.rename(&tmp_abs, &final_abs)).await;
                     via.check(r)
                 }
                 Err(e) => Err(e),
@@ -718,7 +737,7 @@ impl Endpoint for FtpEndpoint {
         let (f, t) = (self.abs(from), self.abs(to));
         with_retry(&self.cfg.common.retry, "ftp rename", || async {
             let mut c = self.conn().await?;
-            let r = within(self.cfg.common.stall_timeout, c.ftp.rename(&f, &t)).await;
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.rename(&f, &t)).await;
             c.check(r)
         })
         .await
@@ -728,7 +747,7 @@ impl Endpoint for FtpEndpoint {
         let p = self.abs(path);
         with_retry(&self.cfg.common.retry, "ftp delete", || async {
             let mut c = self.conn().await?;
-            let r = within(self.cfg.common.stall_timeout, c.ftp.rm(&p)).await;
+            let r = within(self.cfg.common.stall_timeout, c.begin().ftp.rm(&p)).await;
             c.check(r)
         })
         .await
@@ -741,12 +760,13 @@ impl Endpoint for FtpEndpoint {
             for part in path.components() {
                 cur = cur.join(part)?;
                 let abs = self.abs(&cur);
-                let r = within(self.cfg.common.stall_timeout, c.ftp.mkdir(&abs)).await;
+                let r = within(self.cfg.common.stall_timeout, c.begin().ftp.mkdir(&abs)).await;
                 match c.check(r) {
                     Ok(()) => {}
                     // Already there (as a directory) is fine; anything else is an error.
                     Err(Error::Refused(msg)) => {
-                        let r = within(self.cfg.common.stall_timeout, c.ftp.cwd(&abs)).await;
+                        let r =
+                            within(self.cfg.common.stall_timeout, c.begin().ftp.cwd(&abs)).await;
                         c.check(r)
                             .map_err(|_| Error::Refused(format!("mkdir {abs}: {msg}")))?;
                     }

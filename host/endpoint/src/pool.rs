@@ -156,6 +156,7 @@ impl<C: Send + 'static> Pool<C> {
             inner: self.inner.clone(),
             _permit: permit,
             broken: false,
+            in_flight: false,
         }
     }
 
@@ -180,6 +181,7 @@ pub struct Pooled<C: Send + 'static> {
     inner: Arc<Inner<C>>,
     _permit: OwnedSemaphorePermit,
     broken: bool,
+    in_flight: bool,
 }
 
 impl<C: Send + 'static> Pooled<C> {
@@ -188,8 +190,19 @@ impl<C: Send + 'static> Pooled<C> {
         self.broken = true;
     }
 
-    /// Marks the connection broken when `r` failed in a way that leaves it unusable.
+    /// Marks a command in flight and gives the connection to send it. Until the next
+    /// [`Self::check`], dropping this connection closes it: a command cancelled before its
+    /// reply was read (a caller's timeout, a failed sibling in a join) would leave that reply
+    /// to the next user, who would take it for the answer to its own command.
+    pub fn begin(&mut self) -> &mut C {
+        self.in_flight = true;
+        self.conn.as_mut().expect("connection present until drop")
+    }
+
+    /// Ends the command begun by [`Self::begin`] with its result `r`, and marks the
+    /// connection broken when `r` failed in a way that leaves it unusable.
     pub fn check<T>(&mut self, r: Result<T>) -> Result<T> {
+        self.in_flight = false;
         if let Err(e) = &r
             && e.breaks_connection()
         {
@@ -216,6 +229,7 @@ impl<C: Send + 'static> Drop for Pooled<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
             && !self.broken
+            && !self.in_flight
         {
             self.inner
                 .idle
@@ -241,6 +255,22 @@ mod tests {
 
     async fn connect(opened: &AtomicU32) -> Result<u32> {
         Ok(opened.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_mid_command_is_closed_not_reused() {
+        let (pool, opened) = pool(1);
+        let mut a = pool.get(|| connect(&opened)).await.unwrap();
+        a.begin();
+        drop(a);
+        assert!(pool.try_idle().is_none(), "its reply may still be unread");
+        // A command ended by its result, even a refusal, leaves the connection reusable.
+        let mut b = pool.get(|| connect(&opened)).await.unwrap();
+        assert_eq!(*b, 2);
+        b.begin();
+        let _ = b.check::<()>(Err(Error::Refused("550 no such file".into())));
+        drop(b);
+        assert_eq!(*pool.try_idle().expect("returned"), 2);
     }
 
     #[tokio::test]

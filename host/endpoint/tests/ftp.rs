@@ -556,3 +556,30 @@ async fn a_quick_upload_opens_no_second_connection() {
         "{log}"
     );
 }
+
+/// A command cancelled before its reply was read (a caller's timeout, a sibling range that
+/// failed) must not hand its connection to the next caller, who would read that stale reply
+/// as the answer to its own command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_command_never_leaves_its_reply_to_the_next_one() {
+    let s = server(FtpTls::None);
+    let (_f, pw) = password_file(&s);
+    let mut c = config(&s, FtpSecurity::Plain, pw);
+    c.common.retry.max_attempts = 1;
+    c.common.max_connections = 1;
+    let ep = FtpEndpoint::new(c).unwrap();
+    s.seed("cancel/f.bin", &[7u8; 64 * 1024]).unwrap();
+    let path = RemotePath::parse("cancel/f.bin").unwrap();
+    // Cancel after a growing delay, so that across the loop the open is dropped at every
+    // step of its exchange: before PASV, between RETR and its 150, while streaming.
+    for step in 0..60u64 {
+        let delay = Duration::from_micros(step * 30);
+        if let Ok(opened) = tokio::time::timeout(delay, ep.open_read(&path, 0)).await {
+            drop(opened.unwrap());
+        }
+        assert!(
+            ep.is_file(&path).await.unwrap(),
+            "after a cancel at {delay:?}, SIZE was answered by a stale reply"
+        );
+    }
+}
