@@ -331,6 +331,21 @@ fn sandbox_grants_no_files_environment_arguments_or_network() {
 }
 
 #[test]
+fn every_call_starts_from_fresh_memory() {
+    // Calls one after another reuse pool slots, whose touched pages stay
+    // mapped between calls: none may see what an earlier call left.
+    let ctx = context(Limits::default());
+    for call in 0..20 {
+        let report = probe(ctx.clone());
+        assert_eq!(
+            report["memory:calls-before"], "0",
+            "call {call}: {report:?}"
+        );
+        assert_eq!(report["memory:bytes-left"], "0", "call {call}: {report:?}");
+    }
+}
+
+#[test]
 fn ftp_capability_is_confined_to_the_partner_root_and_outbox() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("companion.txt"), "lot 7").unwrap();

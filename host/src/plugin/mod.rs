@@ -250,10 +250,16 @@ impl PluginHost {
             .total_memories(slots * MEMORIES)
             .total_tables(slots * TABLES)
             .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
-            // Keep a little of each slot's memory mapped between calls:
-            // resetting it is cheaper than faulting it in again.
-            .linear_memory_keep_resident(128 * 1024)
-            .table_keep_resident(16 * 1024);
+            // Keep what a call touches of each slot's memory mapped between
+            // calls, and reset only the pages it touched (found with the
+            // PAGEMAP_SCAN ioctl where the kernel has it, Linux 6.7 on):
+            // unmapping them would flush the other cores' TLBs (an
+            // interrupt to each, costly in a VM) and fault them in again
+            // on the next call. 22 → 11 µs per call; on 2 threads 35,000 →
+            // 160,000 calls/s (`cargo bench -p wharf --bench plugin`).
+            .linear_memory_keep_resident(1024 * 1024)
+            .table_keep_resident(16 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wt = Config::new();
         wt.epoch_interruption(true)
             .consume_fuel(config.fuel)

@@ -5,11 +5,32 @@ use wharf_sdk::prelude::*;
 
 struct SandboxProbe;
 
+/// Calls this instance served before the current one: always 0 when every
+/// call gets fresh memory.
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Memory written by an earlier call of this instance, if one left any.
+static LEFT: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
 impl Plugin for SandboxProbe {
     fn on_file(_file: FileInfo, _content: &Content) -> Verdict {
         println!("probe: hello from stdout");
         eprintln!("probe: hello from stderr");
         let mut rejection = Rejection::new("probe", "what the sandbox allowed");
+        // What this call finds of earlier ones, then 2 MiB written and kept,
+        // more than the host keeps mapped between calls.
+        let before = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let left = {
+            let mut left = LEFT.lock().unwrap();
+            let found = left
+                .as_ref()
+                .map_or(0, |v| v.iter().filter(|&&b| b == 0xA5).count());
+            *left = Some(vec![0xA5; 2 * 1024 * 1024]);
+            found
+        };
+        rejection = rejection
+            .detail("memory:calls-before", before)
+            .detail("memory:bytes-left", left);
         for path in ["/", ".", "/etc/passwd", "/tmp"] {
             let reached = std::fs::read_dir(path).is_ok() || std::fs::read(path).is_ok();
             rejection = rejection.detail(&format!("fs:{path}"), reached);
