@@ -627,6 +627,16 @@ fn keygen(path: &Path, kind: &str, passphrase: &str) -> Result<String> {
 impl Sshd {
     /// Installs (if needed) and starts sshd.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`Sshd::start`], with every SFTP request the server handles written
+    /// to its log ([`Sshd::log`]) in the order it handled them.
+    pub fn start_logging_requests() -> Result<Self> {
+        Self::start_with(Some("DEBUG3"))
+    }
+
+    fn start_with(sftp_log_level: Option<&str>) -> Result<Self> {
         ensure_installed()?;
         fs::create_dir_all("/run/sshd")?;
         let dir = tempfile::Builder::new().prefix("wharf-sshd-").tempdir()?;
@@ -645,17 +655,31 @@ impl Sshd {
         fs::write(auth.join(&user.name), format!("{client_pub}\n{rsa_pub}\n"))?;
         let port = free_port();
         let log = dir.path().join("sshd.log");
+        // Written by the user's sessions (see `start_logging_requests`).
+        let requests = dir.path().join("requests.log");
+        fs::write(&requests, "")?;
+        user.chown(&requests)?;
         let conf = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
              AuthorizedKeysFile {auth}/%u\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
              AllowUsers {u}\nMaxStartups 100:30:200\nMaxSessions 50\n\
-             Subsystem sftp internal-sftp\nMatch User {u}\n  ForceCommand internal-sftp -d {root}\n",
+             Subsystem sftp internal-sftp\nMatch User {u}\n  ForceCommand {sftp} -d {root}\n",
             hk = keys.join("host.key").display(),
             pid = dir.path().join("sshd.pid").display(),
             auth = auth.display(),
             u = user.name,
             root = root.display(),
+            // The logging server runs as its own process, through the
+            // user's shell, its log (`-e`: standard error, not syslog)
+            // appended to `requests.log`.
+            sftp = match sftp_log_level {
+                Some(level) => format!(
+                    "/usr/lib/openssh/sftp-server -e -l {level} 2>>{}",
+                    requests.display()
+                ),
+                None => "internal-sftp".to_owned(),
+            },
         );
         let conf_path = dir.path().join("sshd_config");
         fs::write(&conf_path, conf)?;
@@ -711,6 +735,12 @@ impl Sshd {
     /// The server log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The SFTP requests handled so far, in order, one per line (started by
+    /// [`Sshd::start_logging_requests`]; empty otherwise).
+    pub fn requests(&self) -> String {
+        fs::read_to_string(self.log.with_file_name("requests.log")).unwrap_or_default()
     }
 
     /// Writes a file below the root, owned by the SFTP user.

@@ -168,6 +168,36 @@ pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
     Ok(done)
 }
 
+/// Reads the beginning of `src` into memory, as long as it stays within `limit` bytes:
+/// returns those bytes, and whether they are the whole source (its end was reached).
+/// A source larger than `limit` is left where the returned bytes end; what `src` holds
+/// in its buffer beyond them is not consumed. Each read fails if it stalls for `stall`.
+pub(crate) async fn read_head(
+    src: &mut (dyn AsyncBufRead + Send + Unpin),
+    limit: usize,
+    stall: Duration,
+) -> Result<(Vec<u8>, bool)> {
+    let mut head = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(stall, src.fill_buf())
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "reading the upload source",
+                after: stall,
+            })?
+            .map_err(Error::Io)?;
+        if chunk.is_empty() {
+            return Ok((head, true));
+        }
+        if head.len() + chunk.len() > limit {
+            return Ok((head, false));
+        }
+        head.extend_from_slice(chunk);
+        let n = chunk.len();
+        src.consume(n);
+    }
+}
+
 /// Reads everything from a stream into memory; for small files and tests.
 pub async fn read_all(mut r: impl AsyncRead + Unpin) -> Result<Vec<u8>> {
     let mut v = Vec::new();
@@ -180,6 +210,32 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn a_head_is_the_whole_source_only_when_its_end_was_reached() {
+        let stall = Duration::from_secs(5);
+        // Delivered in pieces: gathered until the end.
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut src = tokio::io::BufReader::with_capacity(1000, &data[..]);
+        let (head, whole) = read_head(&mut src, 10_000, stall).await.unwrap();
+        assert!(whole);
+        assert_eq!(head, data);
+        // One byte more than the limit: the head stops at a piece's end, and the rest
+        // (the piece that did not fit included) is still in the source.
+        let mut src = tokio::io::BufReader::with_capacity(1000, &data[..]);
+        let (head, whole) = read_head(&mut src, 9_999, stall).await.unwrap();
+        assert!(!whole);
+        assert_eq!(head, data[..9_000]);
+        let mut rest = Vec::new();
+        src.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, data[9_000..]);
+        // Nothing at all is a whole (empty) source.
+        let mut src = &b""[..];
+        assert_eq!(
+            read_head(&mut src, 10, stall).await.unwrap(),
+            (vec![], true)
+        );
+    }
 
     #[tokio::test]
     async fn progress_counts_from_the_start_offset() {

@@ -14,11 +14,11 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::fs::{File as SftpFile, Metadata};
 use russh_sftp::protocol::{FileType, StatusCode};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::config::{CommonConfig, Secret, SecretSource};
 use crate::error::{Error, Result};
-use crate::io::{Progress, StallReader, copy_bounded};
+use crate::io::{Progress, StallReader, copy_bounded, read_head};
 use crate::pool::{Pool, Pooled};
 use crate::retry::with_retry;
 use crate::{Endpoint, Entry, EntryKind, ReadStream, RemotePath};
@@ -508,6 +508,9 @@ impl Endpoint for SftpEndpoint {
         let temp = &self.cfg.common.temp;
         let tmp = self.abs(&path.with_wrapped_name(&temp.prefix, &temp.suffix)?);
         let dst = self.abs(path);
+        let stall = self.cfg.common.stall_timeout;
+        // A small content is read whole first: one write request may then carry it.
+        let (head, whole) = read_head(src, ONE_REQUEST, stall).await?;
         // Opening the upload reads nothing from `src` yet, so it can be retried.
         let (mut c, mut file) = with_retry(&self.cfg.common.retry, "sftp upload start", || async {
             let mut c = self.conn().await?;
@@ -521,37 +524,45 @@ impl Endpoint for SftpEndpoint {
         })
         .await?;
         let result: Result<u64> = async {
-            let sent =
-                copy_bounded(src, &mut file, self.cfg.common.stall_timeout, progress).await?;
-            // Every write is acknowledged (the copy flushed): the size the server reports now
-            // is final, so it is asked for while the file is closed, in the same round trip.
+            let timeout = |_| Error::Timeout {
+                what: "stalled upload",
+                after: stall,
+            };
+            let sent = if whole {
+                let n = tokio::time::timeout(stall, file.write(&head))
+                    .await
+                    .map_err(timeout)?
+                    .map_err(Error::Connection)?;
+                if n == head.len() {
+                    if let Some(p) = progress {
+                        p.advanced(n as u64);
+                    }
+                    return one_request_end(&c.sftp, file, n as u64, &tmp, &dst).await;
+                }
+                // The session writes less at once than this: the rest, then a flush.
+                tokio::time::timeout(stall, async {
+                    file.write_all(&head[n..]).await?;
+                    file.flush().await
+                })
+                .await
+                .map_err(timeout)?
+                .map_err(Error::Connection)?;
+                if let Some(p) = progress {
+                    p.advanced(head.len() as u64);
+                }
+                head.len() as u64
+            } else {
+                let mut rest = (&head[..]).chain(&mut *src);
+                copy_bounded(&mut rest, &mut file, stall, progress).await?
+            };
+            // Several requests: every write is acknowledged and the file synced (the copy
+            // flushes) before its size is asked for, while it is closed, in one round trip.
             let (closed, m) = tokio::join!(file.shutdown(), c.sftp.metadata(tmp.clone()));
             closed.map_err(Error::Connection)?;
             let stored = m.map_err(|e| map_sftp(&tmp, e))?.size.unwrap_or(0);
-            if stored != sent {
-                return Err(Error::SizeMismatch {
-                    path: tmp.clone(),
-                    sent,
-                    stored,
-                });
-            }
-            // SFTPv3 rename refuses an existing target: remove it first. The final name then
-            // briefly does not exist, but it never shows partial content.
-            if let Err(e) = c.sftp.rename(tmp.clone(), dst.clone()).await {
-                match c.sftp.try_exists(dst.clone()).await {
-                    Ok(true) => {
-                        c.sftp
-                            .remove_file(dst.clone())
-                            .await
-                            .map_err(|e| map_sftp(&dst, e))?;
-                        c.sftp
-                            .rename(tmp.clone(), dst.clone())
-                            .await
-                            .map_err(|e| map_sftp(&dst, e))?;
-                    }
-                    _ => return Err(map_sftp(&dst, e)),
-                }
-            }
+            check_stored(&tmp, sent, stored)?;
+            let renamed = c.sftp.rename(tmp.clone(), dst.clone()).await;
+            rename_over(&c.sftp, &tmp, &dst, renamed).await?;
             Ok(sent)
         }
         .await;
@@ -620,6 +631,70 @@ impl Endpoint for SftpEndpoint {
             Ok(())
         })
         .await
+    }
+}
+
+/// Contents up to this size are read whole before their upload opens, so that one write
+/// request can carry them (below the smallest write size, framing and handle included).
+const ONE_REQUEST: usize = SMALL_WRITE as usize - 1024;
+
+/// Ends an upload whose `sent` bytes went in the one write request already sent on `file`.
+///
+/// SFTP servers process the requests on one file in the order they come and answer as if
+/// each had waited for the one before, so the sync and the size check follow the write at
+/// once, and the close and the rename follow them: three round trips in all, with the open,
+/// where waiting for each answer takes five. The name is given only to a file the server
+/// synced and found `sent` bytes long; a file written by one request from empty is
+/// complete at that length.
+async fn one_request_end(
+    sftp: &SftpSession,
+    mut file: SftpFile,
+    sent: u64,
+    tmp: &str,
+    dst: &str,
+) -> Result<u64> {
+    let (synced, m) = tokio::join!(file.sync_all(), file.metadata());
+    synced.map_err(|e| map_sftp(tmp, e))?;
+    let stored = m.map_err(|e| map_sftp(tmp, e))?.size.unwrap_or(0);
+    check_stored(tmp, sent, stored)?;
+    let (closed, renamed) = tokio::join!(file.shutdown(), sftp.rename(tmp, dst));
+    // Renamed but not closed cleanly: reported as failed, and the retry sends it again
+    // under the same name.
+    closed.map_err(Error::Connection)?;
+    rename_over(sftp, tmp, dst, renamed).await?;
+    Ok(sent)
+}
+
+/// A size mismatch error unless the server stored what was sent.
+fn check_stored(tmp: &str, sent: u64, stored: u64) -> Result<()> {
+    if stored == sent {
+        return Ok(());
+    }
+    Err(Error::SizeMismatch {
+        path: tmp.to_owned(),
+        sent,
+        stored,
+    })
+}
+
+/// Completes the rename of `tmp` to `dst` whose first attempt gave `first`: SFTPv3 rename
+/// refuses an existing target, which is then removed and the rename tried again. The final
+/// name briefly does not exist, but it never shows partial content.
+async fn rename_over(
+    sftp: &SftpSession,
+    tmp: &str,
+    dst: &str,
+    first: std::result::Result<(), SftpError>,
+) -> Result<()> {
+    let Err(e) = first else {
+        return Ok(());
+    };
+    match sftp.try_exists(dst).await {
+        Ok(true) => {
+            sftp.remove_file(dst).await.map_err(|e| map_sftp(dst, e))?;
+            sftp.rename(tmp, dst).await.map_err(|e| map_sftp(dst, e))
+        }
+        _ => Err(map_sftp(dst, e)),
     }
 }
 

@@ -344,3 +344,90 @@ async fn large_file_read_as_parallel_ranges() {
     })
     .await;
 }
+
+/// The server syncs every upload and reports its size before the upload
+/// gets its final name. A small file takes one write request, sent with its
+/// sync and size check at once (then its close with its rename); a larger
+/// one waits for each step. Either way the server handles them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_synced_and_checked_before_their_rename() {
+    let s = Sshd::start_logging_requests().expect("sshd starts");
+    let ep = SftpEndpoint::new(key_config(&s)).unwrap();
+    let small = vec![1u8; 10 * 1024];
+    let large = vec![2u8; 300 * 1024];
+    for (name, data) in [
+        ("small.bin", &small),
+        ("large.bin", &large),
+        ("empty.bin", &Vec::new()),
+    ] {
+        let mut r = &data[..];
+        let sent = ep
+            .write_atomic(&RemotePath::parse(name).unwrap(), &mut r, None)
+            .await
+            .unwrap();
+        assert_eq!(sent, data.len() as u64);
+        assert_eq!(std::fs::read(s.root.join(name)).unwrap(), *data, "{name}");
+    }
+    let log = s.requests();
+    for (name, writes) in [
+        ("small.bin", Some(1)),
+        ("large.bin", None),
+        ("empty.bin", Some(0)),
+    ] {
+        let steps = upload_steps(&log, name);
+        let at = |step: &str| {
+            steps
+                .iter()
+                .position(|s| s == step)
+                .unwrap_or_else(|| panic!("{name}: no {step} in {steps:?}"))
+        };
+        let last_write = steps.iter().rposition(|s| s == "write");
+        let size = steps
+            .iter()
+            .position(|s| s == "fstat" || s == "stat")
+            .unwrap_or_else(|| panic!("{name}: no size check in {steps:?}"));
+        assert_eq!(at("open"), 0, "{name}: {steps:?}");
+        assert!(
+            last_write.is_none_or(|w| w < at("fsync")),
+            "{name}: {steps:?}"
+        );
+        assert!(at("fsync") < size, "{name}: {steps:?}");
+        assert!(
+            size < at("rename") && at("close") < at("rename"),
+            "{name}: {steps:?}"
+        );
+        assert_eq!(at("rename"), steps.len() - 1, "{name}: {steps:?}");
+        let count = steps.iter().filter(|s| *s == "write").count();
+        if let Some(writes) = writes {
+            assert_eq!(count, writes, "{name}: {steps:?}");
+        } else {
+            assert!(count > 1, "{name}: {steps:?}");
+        }
+    }
+}
+
+/// The steps the server took on the upload of `name` (under its temporary
+/// name, then the rename to it), in order, from its request log.
+fn upload_steps(log: &str, name: &str) -> Vec<String> {
+    let temp = format!("/.{name}.part\"");
+    let fin = format!("/{name}\"");
+    log.lines()
+        .filter_map(|line| {
+            let line = line
+                .trim_start_matches("debug1: ")
+                .trim_start_matches("debug3: ");
+            let line = match line.strip_prefix("request ") {
+                Some(rest) => rest.split_once(": ")?.1,
+                None => line,
+            };
+            let (verb, rest) = line.split_once(' ')?;
+            let step = match verb {
+                "open" | "write" | "fsync" | "fstat" | "close" if rest.contains(&temp) => verb,
+                "stat" if rest.contains(&temp) => "stat",
+                "rename" if rest.contains(&temp) && rest.ends_with(&fin) => "rename",
+                _ => return None,
+            };
+            Some(step.to_owned())
+        })
+        .collect()
+}
