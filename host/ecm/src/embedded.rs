@@ -543,8 +543,18 @@ fn in_snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> R
 }
 
 fn get_node(c: &Connection, id: NodeId) -> Result<Node> {
-    c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"))?
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {NODE_COLS} FROM nodes n WHERE n.id = ?1"));
+    c.prepare_cached(&SQL)?
         .query_row([id.0], node_row)
+        .optional()?
+        .ok_or_else(|| EcmError::not_found(format!("node {id}")))
+}
+
+/// Fails as [`get_node`] does unless node `id` exists, without reading it.
+fn require_node(c: &Connection, id: NodeId) -> Result<()> {
+    c.prepare_cached("SELECT 1 FROM nodes WHERE id = ?1")?
+        .query_row([id.0], |_| Ok(()))
         .optional()?
         .ok_or_else(|| EcmError::not_found(format!("node {id}")))
 }
@@ -826,7 +836,7 @@ impl Embedded {
     async fn content(&self, node: NodeId, version: Option<u32>) -> Result<Content> {
         let (sha, inline) = self
             .lookup(move |c| {
-                get_node(c, node)?;
+                require_node(c, node)?;
                 c.prepare_cached(
                     "SELECT v.sha256, i.data FROM versions v LEFT JOIN inline_blobs i ON i.sha256 = v.sha256 \
                      WHERE v.node = ?1 AND (?2 IS NULL OR v.number = ?2) ORDER BY v.number DESC LIMIT 1",
@@ -1990,7 +2000,7 @@ fn search_in(c: &Connection, q: &SearchQuery, offset: u32, limit: u32) -> Result
 }
 
 fn read_categories(c: &Connection, node: NodeId) -> Result<Vec<Category>> {
-    get_node(c, node)?;
+    require_node(c, node)?;
     let mut st = c.prepare_cached(
         "SELECT category, attribute, value FROM attrs WHERE node = ?1 ORDER BY rowid",
     )?;
@@ -2121,7 +2131,7 @@ impl Repository for Embedded {
         let cats = categories.to_vec();
         self.db(move |c, actor| {
             let tx = c.transaction()?;
-            get_node(&tx, node)?;
+            require_node(&tx, node)?;
             upsert_attrs(&tx, node, &cats)?;
             let names: Vec<&str> = cats.iter().map(|c| c.name.as_str()).collect();
             audit_in(
@@ -2146,7 +2156,7 @@ impl Repository for Embedded {
         let grants = grants.to_vec();
         self.db(move |c, actor| {
             let tx = c.transaction()?;
-            get_node(&tx, node)?;
+            require_node(&tx, node)?;
             for g in &grants {
                 let (kind, name) = principal_key(&g.principal);
                 let mut rights = g.rights.clone();
@@ -2175,7 +2185,7 @@ impl Repository for Embedded {
 
     async fn permissions(&self, node: NodeId) -> Result<Vec<Grant>> {
         self.lookup(move |c| {
-            get_node(c, node)?;
+            require_node(c, node)?;
             let mut st = c.prepare_cached(
                 "SELECT kind, name, rights FROM grants WHERE node = ?1 ORDER BY rowid",
             )?;
@@ -2206,7 +2216,7 @@ impl Repository for Embedded {
         let code = rm_class.to_string();
         self.db(move |c, actor| {
             let tx = c.transaction()?;
-            get_node(&tx, node)?;
+            require_node(&tx, node)?;
             tx.prepare_cached("UPDATE nodes SET rm_class = ?1, classified_at = ?2 WHERE id = ?3")?
                 .execute(params![code, now_secs(), node.0])?;
             audit_in(&tx, "classified", actor, Some(node), None, &code)?;
@@ -2223,7 +2233,7 @@ impl Repository for Embedded {
         let hold = hold.to_string();
         self.db(move |c, actor| {
             let tx = c.transaction()?;
-            get_node(&tx, node)?;
+            require_node(&tx, node)?;
             tx.prepare_cached("INSERT OR IGNORE INTO holds (name) VALUES (?1)")?
                 .execute([&hold])?;
             tx.prepare_cached(
@@ -2282,7 +2292,7 @@ impl Repository for Embedded {
 
     async fn versions(&self, node: NodeId) -> Result<Vec<Version>> {
         self.lookup(move |c| {
-            get_node(c, node)?;
+            require_node(c, node)?;
             let mut st = c.prepare_cached(
                 "SELECT number, size, mime, file_name, sha256, created, description FROM versions WHERE node = ?1 ORDER BY number",
             )?;

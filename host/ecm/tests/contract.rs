@@ -534,6 +534,14 @@ async fn not_found<R: Repository>(r: &R, _: &Embedded) {
     let missing = NodeId(987_654);
     assert_eq!(r.node(missing).await.unwrap_err().kind, ErrorKind::NotFound);
     assert_eq!(
+        r.versions(missing).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        r.categories(missing).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
         r.download(missing, None).await.err().unwrap().kind,
         ErrorKind::NotFound
     );
