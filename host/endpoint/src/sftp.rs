@@ -27,9 +27,11 @@ use crate::{Endpoint, Entry, EntryKind, ReadStream, RemotePath};
 /// (draft-ietf-secsh-filexfer-02).
 const SMALL_WRITE: u32 = 32 * 1024;
 
-/// Write requests of up to 128 KiB (framing included), for servers that speak OpenSSH's
-/// extensions: well within the 256 KiB messages OpenSSH's server takes.
-const LARGE_WRITE: u32 = 128 * 1024;
+/// Write requests of 128 KiB of data plus their framing (1 KiB covers it, whatever the
+/// handle's length), for servers that speak OpenSSH's extensions: well within the 256 KiB
+/// messages OpenSSH's server takes. Whole 128 KiB, so that an upload's 256 KiB chunks
+/// ([`crate::io::COPY_BUF`]) go in two requests each, not two and a scrap.
+const LARGE_WRITE: u32 = 129 * 1024;
 
 /// Whether the answer to a `statvfs@openssh.com` request shows a server that speaks
 /// OpenSSH's extensions: it knew the request (`Some`) and answered it.
