@@ -631,7 +631,7 @@ impl Sshd {
     }
 
     /// [`Sshd::start`], with every SFTP request the server handles written
-    /// to its log ([`Sshd::log`]) in the order it handled them.
+    /// to a log ([`Sshd::requests`]) in the order it handled them.
     pub fn start_logging_requests() -> Result<Self> {
         Self::start_with(Some("DEBUG3"))
     }

@@ -141,10 +141,7 @@ pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
     let timeout = |what| Error::Timeout { what, after: stall };
     let mut done = 0u64;
     loop {
-        let chunk = tokio::time::timeout(stall, src.fill_buf())
-            .await
-            .map_err(|_| CopyError::Source(timeout("reading the upload source")))?
-            .map_err(|e| CopyError::Source(Error::Io(e)))?;
+        let chunk = fill_within(src, stall).await.map_err(CopyError::Source)?;
         if chunk.is_empty() {
             break;
         }
@@ -168,6 +165,20 @@ pub(crate) async fn copy_bounded<W: AsyncWrite + Unpin + ?Sized>(
     Ok(done)
 }
 
+/// The next bytes `src` holds (empty at its end), failing if they take longer than `stall`.
+async fn fill_within(
+    src: &mut (dyn AsyncBufRead + Send + Unpin),
+    stall: Duration,
+) -> Result<&[u8]> {
+    tokio::time::timeout(stall, src.fill_buf())
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "reading the upload source",
+            after: stall,
+        })?
+        .map_err(Error::Io)
+}
+
 /// Reads the beginning of `src` into memory, as long as it stays within `limit` bytes:
 /// returns those bytes, and whether they are the whole source (its end was reached).
 /// A source larger than `limit` is left where the returned bytes end; what `src` holds
@@ -179,13 +190,7 @@ pub(crate) async fn read_head(
 ) -> Result<(Vec<u8>, bool)> {
     let mut head = Vec::new();
     loop {
-        let chunk = tokio::time::timeout(stall, src.fill_buf())
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "reading the upload source",
-                after: stall,
-            })?
-            .map_err(Error::Io)?;
+        let chunk = fill_within(src, stall).await?;
         if chunk.is_empty() {
             return Ok((head, true));
         }
