@@ -33,6 +33,10 @@ const SMALL_WRITE: u32 = 32 * 1024;
 /// ([`crate::io::COPY_BUF`]) go in two requests each, not two and a scrap.
 const LARGE_WRITE: u32 = 129 * 1024;
 
+/// The default [`SftpConfig::sync_every`]: often enough that a fast disk never holds much
+/// unsynced upload, seldom enough that the syncs cost little next to the data.
+pub const DEFAULT_SYNC_EVERY: u64 = 32 * 1024 * 1024;
+
 /// Whether the answer to a `statvfs@openssh.com` request shows a server that speaks
 /// OpenSSH's extensions: it knew the request (`Some`) and answered it.
 fn speaks_openssh<T, E>(statvfs: std::result::Result<Option<T>, E>) -> bool {
@@ -73,6 +77,11 @@ pub struct SftpConfig {
     pub root: String,
     /// Pool, timeouts, retries, temporary names.
     pub common: CommonConfig,
+    /// While a large upload runs, the server is asked to sync what it has received each
+    /// time this many more bytes went out, from a second channel of the same connection
+    /// (write-behind): the sync the upload needs before its rename then finds little left
+    /// to write. 0 turns it off. Used only with servers that speak OpenSSH's extensions.
+    pub sync_every: u64,
 }
 
 impl SftpConfig {
@@ -92,6 +101,7 @@ impl SftpConfig {
             known_hosts: None,
             root: "/".into(),
             common: CommonConfig::default(),
+            sync_every: DEFAULT_SYNC_EVERY,
         }
     }
 }
@@ -165,7 +175,9 @@ impl client::Handler for Checker {
 /// One SSH connection with its SFTP channel.
 pub struct SftpConn {
     sftp: SftpSession,
-    _ssh: client::Handle<Checker>,
+    ssh: client::Handle<Checker>,
+    /// The server speaks OpenSSH's extensions (`fsync@openssh.com` among them).
+    openssh: bool,
 }
 
 /// An SFTP partner.
@@ -363,11 +375,12 @@ impl SftpEndpoint {
         // larger than it says), as OpenSSH's own client does. Other servers get a session of
         // small writes instead, at the cost of a second channel per connection.
         let mut sftp = self.sftp_session(&ssh, LARGE_WRITE).await?;
-        if !speaks_openssh(sftp.fs_info(".").await) {
+        let openssh = speaks_openssh(sftp.fs_info(".").await);
+        if !openssh {
             let _ = sftp.close().await;
             sftp = self.sftp_session(&ssh, SMALL_WRITE).await?;
         }
-        Ok(SftpConn { sftp, _ssh: ssh })
+        Ok(SftpConn { sftp, ssh, openssh })
     }
 
     /// An SFTP session on a new channel of `ssh`, whose write requests are at most
@@ -391,6 +404,101 @@ impl SftpEndpoint {
             .map_err(|e| map_sftp("SFTP start", e))?;
         sftp.set_timeout(self.cfg.common.stall_timeout.as_secs().max(1));
         Ok(sftp)
+    }
+
+    /// Copies an upload's content from `src` into `file`, the temporary file `tmp` open on
+    /// `conn`, as [`copy_bounded`] does (the final flush syncs it), while another channel
+    /// of `conn` asks the server to sync what it has so far every
+    /// [`SftpConfig::sync_every`] bytes ([`Self::sync_behind`]). Returns the bytes copied.
+    ///
+    /// The server writes an upload to its disk's cache as it comes; the sync before the
+    /// rename must then write all of it back, and on a disk that is slow or busy at that
+    /// moment this can take longer than sending the data did. Synced on the way, it goes to
+    /// disk while the rest is still coming. The upload's own requests never wait for these
+    /// syncs: the server handles each channel in a process of its own.
+    async fn copy_syncing_behind<R: AsyncBufRead + Send + Unpin>(
+        &self,
+        conn: &SftpConn,
+        tmp: &str,
+        src: &mut R,
+        file: &mut SftpFile,
+        progress: Option<&dyn Progress>,
+    ) -> Result<u64> {
+        let stall = self.cfg.common.stall_timeout;
+        let every = self.cfg.sync_every;
+        if every == 0 || !conn.openssh {
+            return Ok(copy_bounded(src, file, stall, progress).await?);
+        }
+        let (sent, receiver) = tokio::sync::watch::channel(0u64);
+        let counted = Counted {
+            sent,
+            inner: progress,
+        };
+        let copy = async move {
+            // Owned here, so the receiver learns the copy ended once it returns.
+            let counted = counted;
+            copy_bounded(src, file, stall, Some(&counted)).await
+        };
+        let (copied, ()) = tokio::join!(copy, self.sync_behind(conn, tmp, receiver, every));
+        Ok(copied?)
+    }
+
+    /// Asks the server to sync the temporary file `tmp` each time `sent` (the bytes sent so
+    /// far) grew by `every`, until the copy ends (the sender is dropped); then closes what
+    /// it opened. The channel and the file handle are opened at the first sync, so uploads
+    /// smaller than `every` never open them. A failure only ends the syncs: the upload's
+    /// own sync before its rename stays the guarantee, so it never fails the upload.
+    async fn sync_behind(
+        &self,
+        conn: &SftpConn,
+        tmp: &str,
+        mut sent: tokio::sync::watch::Receiver<u64>,
+        every: u64,
+    ) {
+        let stall = self.cfg.common.stall_timeout;
+        let mut synced = 0u64;
+        let mut side: Option<(SftpSession, SftpFile)> = None;
+        while sent.changed().await.is_ok() {
+            let done = *sent.borrow_and_update();
+            if done < synced.saturating_add(every) {
+                continue;
+            }
+            if side.is_none() {
+                // Read-only: the sync needs only a handle to the file.
+                let opened = tokio::time::timeout(stall, async {
+                    let sftp = self.sftp_session(&conn.ssh, SMALL_WRITE).await?;
+                    match sftp.open(tmp).await {
+                        Ok(file) => Ok((sftp, file)),
+                        Err(e) => {
+                            let _ = sftp.close().await;
+                            Err(map_sftp(tmp, e))
+                        }
+                    }
+                })
+                .await;
+                match opened {
+                    Ok(Ok(s)) => side = Some(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%tmp, error = %e, "no write-behind for this upload");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%tmp, "no write-behind for this upload: opening it stalled");
+                        return;
+                    }
+                }
+            }
+            let Some((_, file)) = &side else { break };
+            if let Err(e) = file.sync_all().await {
+                tracing::debug!(%tmp, error = %e, "write-behind stopped");
+                break;
+            }
+            synced = done;
+        }
+        if let Some((sftp, file)) = side {
+            let _ = file.close().await;
+            let _ = sftp.close().await;
+        }
     }
 
     async fn conn(&self) -> Result<Pooled<SftpConn>> {
@@ -555,7 +663,8 @@ impl Endpoint for SftpEndpoint {
                 head.len() as u64
             } else {
                 let mut rest = (&head[..]).chain(&mut *src);
-                copy_bounded(&mut rest, &mut file, stall, progress).await?
+                self.copy_syncing_behind(&c, &tmp, &mut rest, &mut file, progress)
+                    .await?
             };
             // Several requests: every write is acknowledged and the file synced (the copy
             // flushes) before its size is asked for, while it is closed, in one round trip.
@@ -633,6 +742,21 @@ impl Endpoint for SftpEndpoint {
             Ok(())
         })
         .await
+    }
+}
+
+/// A [`Progress`] that also publishes the running count, for [`SftpEndpoint::sync_behind`].
+struct Counted<'a> {
+    sent: tokio::sync::watch::Sender<u64>,
+    inner: Option<&'a dyn Progress>,
+}
+
+impl Progress for Counted<'_> {
+    fn advanced(&self, done: u64) {
+        self.sent.send_replace(done);
+        if let Some(p) = self.inner {
+            p.advanced(done);
+        }
     }
 }
 

@@ -349,6 +349,7 @@ async fn large_file_read_as_parallel_ranges() {
 /// gets its final name. A small file takes one write request, sent with its
 /// sync and size check at once (then its close with its rename); a larger
 /// one waits for each step. Either way the server handles them in order.
+/// None of these is large enough for a sync on the way (write-behind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_synced_and_checked_before_their_rename() {
     let s = Sshd::start_logging_requests().expect("sshd starts");
@@ -376,31 +377,133 @@ async fn uploads_are_synced_and_checked_before_their_rename() {
         ("empty.bin", 0),
     ] {
         let steps = upload_steps(&log, name);
-        let at = |step: &str| {
-            steps
-                .iter()
-                .position(|s| s == step)
-                .unwrap_or_else(|| panic!("{name}: no {step} in {steps:?}"))
-        };
-        let last_write = steps.iter().rposition(|s| s == "write");
-        let size = steps
-            .iter()
-            .position(|s| s == "fstat" || s == "stat")
-            .unwrap_or_else(|| panic!("{name}: no size check in {steps:?}"));
-        assert_eq!(at("open"), 0, "{name}: {steps:?}");
-        assert!(
-            last_write.is_none_or(|w| w < at("fsync")),
+        assert_synced_checked_renamed(name, &steps);
+        let count = |step: &str| steps.iter().filter(|s| *s == step).count();
+        assert_eq!(count("write"), writes, "{name}: {steps:?}");
+        assert_eq!(
+            (count("open"), count("fsync"), count("close")),
+            (1, 1, 1),
             "{name}: {steps:?}"
         );
-        assert!(at("fsync") < size, "{name}: {steps:?}");
-        assert!(
-            size < at("rename") && at("close") < at("rename"),
-            "{name}: {steps:?}"
-        );
-        assert_eq!(at("rename"), steps.len() - 1, "{name}: {steps:?}");
-        let count = steps.iter().filter(|s| *s == "write").count();
-        assert_eq!(count, writes, "{name}: {steps:?}");
     }
+}
+
+/// A large upload is synced on the way, from a second channel, each time
+/// `sync_every` more bytes went out; the sync before the rename still follows
+/// the last write, and the second handle is closed before the rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_synced_as_it_goes() {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let s = Sshd::start_logging_requests().expect("sshd starts");
+    let mut cfg = key_config(&s);
+    cfg.sync_every = MIB as u64;
+    let ep = SftpEndpoint::new(cfg).unwrap();
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
+    // The content arrives a mebibyte at a time, with a pause after each: time
+    // for the syncs to happen while the upload runs.
+    let (mut feed, pipe) = tokio::io::duplex(64 * 1024);
+    let feeder = tokio::spawn({
+        let data = data.clone();
+        async move {
+            for piece in data.chunks(MIB) {
+                feed.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }
+    });
+    let mut src = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, pipe);
+    let sent = ep
+        .write_atomic(&RemotePath::parse("big.bin").unwrap(), &mut src, None)
+        .await
+        .unwrap();
+    feeder.await.unwrap();
+    assert_eq!(sent, data.len() as u64);
+    assert!(std::fs::read(s.root.join("big.bin")).unwrap() == data);
+    let steps = upload_steps(&s.requests(), "big.bin");
+    assert_synced_checked_renamed("big.bin", &steps);
+    let last_write = steps.iter().rposition(|s| s == "write").unwrap();
+    let on_the_way = steps[..last_write].iter().filter(|s| *s == "fsync").count();
+    assert!(on_the_way >= 2, "{steps:?}");
+    // The upload's handle and the one its syncs went through.
+    let count = |step: &str| steps.iter().filter(|s| *s == step).count();
+    assert_eq!((count("open"), count("close")), (2, 2), "{steps:?}");
+}
+
+/// Syncs on the way are a help, not a condition: when the second handle
+/// cannot be opened, the upload goes on and ends as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_goes_on_when_its_syncs_on_the_way_fail() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let s = Sshd::start_logging_requests().expect("sshd starts");
+    let mut cfg = key_config(&s);
+    cfg.sync_every = MIB as u64;
+    let ep = SftpEndpoint::new(cfg).unwrap();
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 241) as u8).collect();
+    let (mut feed, pipe) = tokio::io::duplex(64 * 1024);
+    let part = s.root.join(".shy.bin.part");
+    let feeder = tokio::spawn({
+        let data = data.clone();
+        async move {
+            // The upload creates its file once it has more than a request's
+            // worth; then the server's user may no longer read it, so the open
+            // for the syncs is refused.
+            let (first, rest) = data.split_at(64 * 1024);
+            feed.write_all(first).await.unwrap();
+            while !part.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o200)).unwrap();
+            for piece in rest.chunks(MIB) {
+                feed.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let mut src = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, pipe);
+    let sent = ep
+        .write_atomic(&RemotePath::parse("shy.bin").unwrap(), &mut src, None)
+        .await
+        .unwrap();
+    feeder.await.unwrap();
+    assert_eq!(sent, data.len() as u64);
+    assert!(std::fs::read(s.root.join("shy.bin")).unwrap() == data);
+    let log = s.requests();
+    assert!(log.contains("Permission denied"), "{log}");
+    let steps = upload_steps(&log, "shy.bin");
+    assert_synced_checked_renamed("shy.bin", &steps);
+    let count = |step: &str| steps.iter().filter(|s| *s == step).count();
+    assert_eq!((count("fsync"), count("close")), (1, 1), "{steps:?}");
+}
+
+/// Checks the order the server handled an upload's `steps` in: opened first;
+/// the last write before the last sync, that before the size check, that
+/// before the rename, which comes last, after every close.
+fn assert_synced_checked_renamed(name: &str, steps: &[String]) {
+    let last = |step: &str| {
+        steps
+            .iter()
+            .rposition(|s| s == step)
+            .unwrap_or_else(|| panic!("{name}: no {step} in {steps:?}"))
+    };
+    let last_write = steps.iter().rposition(|s| s == "write");
+    let size = steps
+        .iter()
+        .rposition(|s| s == "fstat" || s == "stat")
+        .unwrap_or_else(|| panic!("{name}: no size check in {steps:?}"));
+    assert_eq!(steps.first().map(String::as_str), Some("open"), "{name}");
+    assert!(
+        last_write.is_none_or(|w| w < last("fsync")),
+        "{name}: {steps:?}"
+    );
+    assert!(last("fsync") < size, "{name}: {steps:?}");
+    assert!(
+        size < last("rename") && last("close") < last("rename"),
+        "{name}: {steps:?}"
+    );
+    assert_eq!(last("rename"), steps.len() - 1, "{name}: {steps:?}");
 }
 
 /// The steps the server took on the upload of `name` (under its temporary
