@@ -80,7 +80,8 @@ pub struct SftpConfig {
     /// While a large upload runs, the server is asked to sync what it has received each
     /// time this many more bytes went out, from a second channel of the same connection
     /// (write-behind): the sync the upload needs before its rename then finds little left
-    /// to write. 0 turns it off. Used only with servers that speak OpenSSH's extensions.
+    /// to write. 0 turns it off. Used only with servers that answer OpenSSH's `statvfs`
+    /// extension (the sign of an OpenSSH server, which also takes `fsync@openssh.com`).
     pub sync_every: u64,
 }
 
@@ -176,7 +177,8 @@ impl client::Handler for Checker {
 pub struct SftpConn {
     sftp: SftpSession,
     ssh: client::Handle<Checker>,
-    /// The server speaks OpenSSH's extensions (`fsync@openssh.com` among them).
+    /// The server answered OpenSSH's `statvfs` extension: an OpenSSH server, or one that
+    /// speaks its extensions.
     openssh: bool,
 }
 
@@ -390,8 +392,9 @@ impl SftpEndpoint {
         ssh: &client::Handle<Checker>,
         write_len: u32,
     ) -> Result<SftpSession> {
-        let channel = ssh.channel_open_session().await.map_err(map_ssh)?;
+        let channel = ClosedIfDropped(Some(ssh.channel_open_session().await.map_err(map_ssh)?));
         channel
+            .get()
             .request_subsystem(true, "sftp")
             .await
             .map_err(map_ssh)?;
@@ -399,7 +402,7 @@ impl SftpEndpoint {
             max_write_packet_len: write_len,
             ..Default::default()
         };
-        let sftp = SftpSession::new_with_config(channel.into_stream(), config)
+        let sftp = SftpSession::new_with_config(channel.take().into_stream(), config)
             .await
             .map_err(|e| map_sftp("SFTP start", e))?;
         sftp.set_timeout(self.cfg.common.stall_timeout.as_secs().max(1));
@@ -414,8 +417,11 @@ impl SftpEndpoint {
     /// The server writes an upload to its disk's cache as it comes; the sync before the
     /// rename must then write all of it back, and on a disk that is slow or busy at that
     /// moment this can take longer than sending the data did. Synced on the way, it goes to
-    /// disk while the rest is still coming. The upload's own requests never wait for these
-    /// syncs: the server handles each channel in a process of its own.
+    /// disk while the rest is still coming. The upload's own requests do not wait for these
+    /// syncs (the server handles each channel in a process of its own), and the copy's end
+    /// does not either: a sync or an open still under way then is given up. Only the close
+    /// of the second handle is awaited, after a copy that succeeded, so that no handle is
+    /// open on the file when it is renamed.
     async fn copy_syncing_behind<R: AsyncBufRead + Send + Unpin>(
         &self,
         conn: &SftpConn,
@@ -434,70 +440,79 @@ impl SftpEndpoint {
             sent,
             inner: progress,
         };
-        let copy = async move {
-            // Owned here, so the receiver learns the copy ended once it returns.
-            let counted = counted;
-            copy_bounded(src, file, stall, Some(&counted)).await
+        let mut side = None;
+        let copied = {
+            let copy = copy_bounded(src, file, stall, Some(&counted));
+            let behind = self.sync_behind(conn, tmp, receiver, every, &mut side);
+            tokio::pin!(copy, behind);
+            let mut behind_ended = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    copied = &mut copy => break copied,
+                    () = &mut behind, if !behind_ended => behind_ended = true,
+                }
+            }
         };
-        let (copied, ()) = tokio::join!(copy, self.sync_behind(conn, tmp, receiver, every));
+        // After a failed copy, the second handle and its channel are dropped instead: their
+        // closes go out without waiting, as the connection may be why the copy failed.
+        if let Some((sftp, side_file)) = side
+            && copied.is_ok()
+        {
+            let _ = side_file.close().await;
+            let _ = sftp.close().await;
+        }
         Ok(copied?)
     }
 
     /// Asks the server to sync the temporary file `tmp` each time `sent` (the bytes sent so
-    /// far) grew by `every`, until the copy ends (the sender is dropped); then closes what
-    /// it opened. The channel and the file handle are opened at the first sync, so uploads
-    /// smaller than `every` never open them. A failure only ends the syncs: the upload's
-    /// own sync before its rename stays the guarantee, so it never fails the upload.
+    /// far) grew by `every`; runs until the caller stops polling it, or ends early when a
+    /// sync cannot be had. The channel and the read-only handle the syncs go through are
+    /// opened at the first one (so uploads smaller than `every` never open them) and left
+    /// in `side` for the caller to close. A failure only ends the syncs: the upload's own
+    /// sync before its rename stays the guarantee, so it never fails the upload.
     async fn sync_behind(
         &self,
         conn: &SftpConn,
         tmp: &str,
         mut sent: tokio::sync::watch::Receiver<u64>,
         every: u64,
+        side: &mut Option<(SftpSession, SftpFile)>,
     ) {
         let stall = self.cfg.common.stall_timeout;
         let mut synced = 0u64;
-        let mut side: Option<(SftpSession, SftpFile)> = None;
         while sent.changed().await.is_ok() {
             let done = *sent.borrow_and_update();
             if done < synced.saturating_add(every) {
                 continue;
             }
             if side.is_none() {
-                // Read-only: the sync needs only a handle to the file.
                 let opened = tokio::time::timeout(stall, async {
                     let sftp = self.sftp_session(&conn.ssh, SMALL_WRITE).await?;
-                    match sftp.open(tmp).await {
-                        Ok(file) => Ok((sftp, file)),
-                        Err(e) => {
-                            let _ = sftp.close().await;
-                            Err(map_sftp(tmp, e))
-                        }
-                    }
+                    let file = sftp.open(tmp).await.map_err(|e| map_sftp(tmp, e))?;
+                    Ok::<_, Error>((sftp, file))
                 })
                 .await;
                 match opened {
-                    Ok(Ok(s)) => side = Some(s),
+                    Ok(Ok(s)) => *side = Some(s),
                     Ok(Err(e)) => {
-                        tracing::debug!(%tmp, error = %e, "no write-behind for this upload");
+                        tracing::debug!(%tmp, error = %e, "no syncs on the way for this upload");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%tmp, "no write-behind for this upload: opening it stalled");
+                        tracing::debug!(%tmp, "no syncs on the way for this upload: the open stalled");
                         return;
                     }
                 }
             }
-            let Some((_, file)) = &side else { break };
+            let Some((_, file)) = side.as_ref() else {
+                return;
+            };
             if let Err(e) = file.sync_all().await {
-                tracing::debug!(%tmp, error = %e, "write-behind stopped");
-                break;
+                tracing::debug!(%tmp, error = %e, "syncs on the way stopped");
+                return;
             }
             synced = done;
-        }
-        if let Some((sftp, file)) = side {
-            let _ = file.close().await;
-            let _ = sftp.close().await;
         }
     }
 
@@ -742,6 +757,34 @@ impl Endpoint for SftpEndpoint {
             Ok(())
         })
         .await
+    }
+}
+
+/// An SSH channel that is closed if it is dropped before [`Self::take`]: one dropped on
+/// the way to becoming an SFTP stream (a refused subsystem, a timeout, a caller that gave
+/// up) would otherwise stay open on the server, counting against its sessions per
+/// connection. (The stream closes its channel when it is dropped.)
+struct ClosedIfDropped(Option<russh::Channel<client::Msg>>);
+
+impl ClosedIfDropped {
+    fn get(&self) -> &russh::Channel<client::Msg> {
+        self.0.as_ref().expect("present until taken")
+    }
+
+    fn take(mut self) -> russh::Channel<client::Msg> {
+        self.0.take().expect("present until taken")
+    }
+}
+
+impl Drop for ClosedIfDropped {
+    fn drop(&mut self) {
+        if let Some(channel) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = channel.close().await;
+            });
+        }
     }
 }
 

@@ -389,42 +389,62 @@ async fn uploads_are_synced_and_checked_before_their_rename() {
 }
 
 /// A large upload is synced on the way, from a second channel, each time
-/// `sync_every` more bytes went out; the sync before the rename still follows
-/// the last write, and the second handle is closed before the rename.
+/// `sync_every` more bytes went out; the upload's own sync still follows its
+/// last write, and the second handle is closed before the rename.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_is_synced_as_it_goes() {
     use tokio::io::AsyncWriteExt;
     const MIB: usize = 1024 * 1024;
-    let s = Sshd::start_logging_requests().expect("sshd starts");
+    let s = Arc::new(Sshd::start_logging_requests().expect("sshd starts"));
     let mut cfg = key_config(&s);
     cfg.sync_every = MIB as u64;
     let ep = SftpEndpoint::new(cfg).unwrap();
-    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
-    // The content arrives a mebibyte at a time, with a pause after each: time
-    // for the syncs to happen while the upload runs.
+    let data: Vec<u8> = (0..7 * MIB + MIB / 2).map(|i| (i % 251) as u8).collect();
+    // The content arrives a mebibyte at a time; after each, the feeder waits
+    // for the server to have handled one more sync. The last half mebibyte
+    // reaches no new step: any sync after the last write is the upload's own.
     let (mut feed, pipe) = tokio::io::duplex(64 * 1024);
     let feeder = tokio::spawn({
-        let data = data.clone();
+        let (data, s) = (data.clone(), s.clone());
         async move {
-            for piece in data.chunks(MIB) {
+            for (k, piece) in data.chunks(MIB).enumerate() {
                 feed.write_all(piece).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(40)).await;
+                if piece.len() < MIB {
+                    break;
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while upload_steps(&s.requests(), "big.bin")
+                    .iter()
+                    .filter(|s| *s == "fsync")
+                    .count()
+                    <= k
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no sync on the way after {} MiB",
+                        k + 1
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     });
     let mut src = tokio::io::BufReader::with_capacity(wharf_endpoint::io::COPY_BUF, pipe);
     let sent = ep
         .write_atomic(&RemotePath::parse("big.bin").unwrap(), &mut src, None)
-        .await
-        .unwrap();
+        .await;
     feeder.await.unwrap();
-    assert_eq!(sent, data.len() as u64);
+    assert_eq!(sent.unwrap(), data.len() as u64);
     assert!(std::fs::read(s.root.join("big.bin")).unwrap() == data);
     let steps = upload_steps(&s.requests(), "big.bin");
     assert_synced_checked_renamed("big.bin", &steps);
     let last_write = steps.iter().rposition(|s| s == "write").unwrap();
-    let on_the_way = steps[..last_write].iter().filter(|s| *s == "fsync").count();
-    assert!(on_the_way >= 2, "{steps:?}");
+    let syncs = |steps: &[String]| steps.iter().filter(|s| *s == "fsync").count();
+    assert_eq!(
+        (syncs(&steps[..last_write]), syncs(&steps[last_write..])),
+        (7, 1),
+        "{steps:?}"
+    );
     // The upload's handle and the one its syncs went through.
     let count = |step: &str| steps.iter().filter(|s| *s == step).count();
     assert_eq!((count("open"), count("close")), (2, 2), "{steps:?}");
