@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use wharf_endpoint::ftp::{FtpConfig, FtpEndpoint, FtpSecurity};
 use wharf_endpoint::local::LocalEndpoint;
-use wharf_endpoint::sftp::{SftpAuth, SftpConfig, SftpEndpoint};
+use wharf_endpoint::sftp::SftpEndpoint;
 use wharf_endpoint::{CommonConfig, Endpoint, EntryKind, RemotePath, SecretSource, TempNaming};
 use wharf_tests::servers::{FtpTls, Sshd, Vsftpd, VsftpdOptions, peak_rss_bytes, reset_peak_rss};
+
+mod shared;
 
 const SMALL_FILES: usize = 1000;
 const SMALL_SIZE: usize = 10 * 1024;
@@ -277,30 +279,16 @@ async fn main() {
     fc.common = common();
     let ftps_ep: Arc<dyn Endpoint> = Arc::new(FtpEndpoint::new(fc).unwrap());
 
-    let mut sc = SftpConfig::new(
-        "127.0.0.1",
-        ssh.port,
-        ssh.user.name.clone(),
-        SftpAuth::Key {
-            path: ssh.client_key.clone(),
-            passphrase: None,
-        },
-    );
-    sc.host_keys = vec![ssh.host_key.clone()];
-    sc.root = ssh.root.display().to_string();
-    sc.common = common();
-    let sftp_ep: Arc<dyn Endpoint> = Arc::new(SftpEndpoint::new(sc).unwrap());
+    let sftp_ep: Arc<dyn Endpoint> =
+        Arc::new(SftpEndpoint::new(shared::sftp_config(&ssh, common())).unwrap());
 
-    let known_hosts = ssh.known_hosts().unwrap();
     let rconf = work.path().join("rclone.conf");
     std::fs::write(
         &rconf,
         format!(
             "[ftp]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\n\
              [ftps]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\nconcurrency = {}\n\
-             explicit_tls = true\nno_check_certificate = true\ndisable_tls13 = true\n\n\
-             [sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nkey_file = {}\n\
-             known_hosts_file = {}\ndisable_hashcheck = true\nshell_type = none\n",
+             explicit_tls = true\nno_check_certificate = true\ndisable_tls13 = true\n\n{}",
             ftp.port,
             ftp.user.name,
             obscure(&ftp.user.password),
@@ -309,10 +297,7 @@ async fn main() {
             ftps.user.name,
             obscure(&ftps.user.password),
             TRANSFERS + 8 + 2,
-            ssh.port,
-            ssh.user.name,
-            ssh.client_key.display(),
-            known_hosts.display(),
+            shared::rclone_sftp_section(&ssh),
         ),
     )
     .unwrap();

@@ -13,31 +13,24 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use wharf_endpoint::io::COPY_BUF;
-use wharf_endpoint::sftp::{DEFAULT_SYNC_EVERY, SftpAuth, SftpConfig, SftpEndpoint};
+use wharf_endpoint::sftp::{DEFAULT_SYNC_EVERY, SftpConfig, SftpEndpoint};
 use wharf_endpoint::{CommonConfig, Endpoint, RemotePath};
 use wharf_tests::servers::Sshd;
+
+mod shared;
 
 /// The byte every uploaded position holds: the source costs nothing to produce.
 const FILL: u8 = 0x5a;
 
 fn config(ssh: &Sshd, sync_every: u64) -> SftpConfig {
-    let mut c = SftpConfig::new(
-        "127.0.0.1",
-        ssh.port,
-        ssh.user.name.clone(),
-        SftpAuth::Key {
-            path: ssh.client_key.clone(),
-            passphrase: None,
-        },
-    );
-    c.host_keys = vec![ssh.host_key.clone()];
-    c.root = ssh.root.display().to_string();
-    c.common = CommonConfig {
+    let common = CommonConfig {
         stall_timeout: Duration::from_secs(120),
         ..Default::default()
     };
-    c.sync_every = sync_every;
-    c
+    SftpConfig {
+        sync_every,
+        ..shared::sftp_config(ssh, common)
+    }
 }
 
 /// Uploads `size` bytes as `big.bin` and returns the seconds it took, after checking the
@@ -86,18 +79,7 @@ async fn main() {
     let local = work.path().join("big.bin");
     std::fs::write(&local, vec![FILL; size as usize]).unwrap();
     let rconf = work.path().join("rclone.conf");
-    std::fs::write(
-        &rconf,
-        format!(
-            "[sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nkey_file = {}\n\
-             known_hosts_file = {}\ndisable_hashcheck = true\nshell_type = none\n",
-            ssh.port,
-            ssh.user.name,
-            ssh.client_key.display(),
-            ssh.known_hosts().unwrap().display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&rconf, shared::rclone_sftp_section(&ssh)).unwrap();
     let rclone = || {
         let started = Instant::now();
         let status = Command::new("rclone")
