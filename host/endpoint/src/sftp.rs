@@ -33,9 +33,12 @@ const SMALL_WRITE: u32 = 32 * 1024;
 /// ([`crate::io::COPY_BUF`]) go in two requests each, not two and a scrap.
 const LARGE_WRITE: u32 = 129 * 1024;
 
-/// The default [`SftpConfig::sync_every`]: often enough that a fast disk never holds much
-/// unsynced upload, seldom enough that the syncs cost little next to the data.
-pub const DEFAULT_SYNC_EVERY: u64 = 32 * 1024 * 1024;
+/// The default [`SftpConfig::sync_every`]: often enough that the server's disk writes the
+/// upload back as it comes, seldom enough that the syncs cost little next to the data.
+/// The syncs never queue up: one is sent only once the last has been answered, so a slow
+/// disk simply gets fewer. (1 GiB to OpenSSH on ext4, median of 6 rounds: 2.0 s at 8 MiB,
+/// 2.1–2.2 s at 2, 4 and 16 MiB, 2.2 s at 32 MiB, 2.8 s without; see the `upload` bench.)
+pub const DEFAULT_SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 /// Whether the answer to a `statvfs@openssh.com` request shows a server that speaks
 /// OpenSSH's extensions: it knew the request (`Some`) and answered it.
