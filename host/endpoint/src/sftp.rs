@@ -446,15 +446,12 @@ impl SftpEndpoint {
         let mut side = None;
         let copied = {
             let copy = copy_bounded(src, file, stall, Some(&counted));
-            let behind = self.sync_behind(conn, tmp, receiver, every, &mut side);
-            tokio::pin!(copy, behind);
-            let mut behind_ended = false;
-            loop {
-                tokio::select! {
-                    biased;
-                    copied = &mut copy => break copied,
-                    () = &mut behind, if !behind_ended => behind_ended = true,
-                }
+            tokio::pin!(copy);
+            tokio::select! {
+                biased;
+                copied = &mut copy => copied,
+                // The syncs ended early: the copy goes on alone.
+                () = self.sync_behind(conn, tmp, receiver, every, &mut side) => copy.await,
             }
         };
         // After a failed copy, the second handle and its channel are dropped instead: their
@@ -489,27 +486,27 @@ impl SftpEndpoint {
             if done < synced.saturating_add(every) {
                 continue;
             }
-            if side.is_none() {
-                let opened = tokio::time::timeout(stall, async {
-                    let sftp = self.sftp_session(&conn.ssh, SMALL_WRITE).await?;
-                    let file = sftp.open(tmp).await.map_err(|e| map_sftp(tmp, e))?;
-                    Ok::<_, Error>((sftp, file))
-                })
-                .await;
-                match opened {
-                    Ok(Ok(s)) => *side = Some(s),
-                    Ok(Err(e)) => {
-                        tracing::debug!(%tmp, error = %e, "no syncs on the way for this upload");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%tmp, "no syncs on the way for this upload: the open stalled");
-                        return;
+            let (_, file) = match side {
+                Some(opened) => &*opened,
+                None => {
+                    let opened = tokio::time::timeout(stall, async {
+                        let sftp = self.sftp_session(&conn.ssh, SMALL_WRITE).await?;
+                        let file = sftp.open(tmp).await.map_err(|e| map_sftp(tmp, e))?;
+                        Ok((sftp, file))
+                    })
+                    .await
+                    .unwrap_or(Err(Error::Timeout {
+                        what: "opening an upload for its syncs",
+                        after: stall,
+                    }));
+                    match opened {
+                        Ok(opened) => side.insert(opened),
+                        Err(e) => {
+                            tracing::debug!(%tmp, error = %e, "no syncs on the way for this upload");
+                            return;
+                        }
                     }
                 }
-            }
-            let Some((_, file)) = side.as_ref() else {
-                return;
             };
             if let Err(e) = file.sync_all().await {
                 tracing::debug!(%tmp, error = %e, "syncs on the way stopped");
