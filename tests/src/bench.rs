@@ -47,11 +47,7 @@ impl Options {
         } else {
             (1000, 1u64 << 30)
         };
-        let reps = std::env::var("WHARF_BENCH_REPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
-            .max(1);
+        let reps = env_number("WHARF_BENCH_REPS", 1).max(1);
         let only = std::env::var("WHARF_BENCH_ONLY")
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
             .unwrap_or_default();
@@ -88,6 +84,15 @@ impl Options {
             if self.quick { ", quick mode" } else { "" },
         )
     }
+}
+
+/// The number the environment variable `name` holds, or `default` when it is
+/// unset or not a number.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What a benchmark starts from: its options, the plugin built, a work

@@ -16,6 +16,7 @@ use wharf_endpoint::ftp::{FtpConfig, FtpEndpoint, FtpSecurity};
 use wharf_endpoint::local::LocalEndpoint;
 use wharf_endpoint::sftp::SftpEndpoint;
 use wharf_endpoint::{CommonConfig, Endpoint, EntryKind, RemotePath, SecretSource, TempNaming};
+use wharf_tests::bench::env_number;
 use wharf_tests::servers::{FtpTls, Sshd, Vsftpd, VsftpdOptions, peak_rss_bytes, reset_peak_rss};
 
 mod shared;
@@ -231,10 +232,7 @@ fn common() -> CommonConfig {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    let large_mib: u64 = std::env::var("WHARF_BENCH_LARGE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let large_mib: u64 = env_number("WHARF_BENCH_LARGE_MIB", 1024);
     let large = large_mib << 20;
     let ftp = Vsftpd::start(VsftpdOptions {
         tls: FtpTls::None,
@@ -321,11 +319,7 @@ async fn main() {
         c
     };
 
-    let reps: usize = std::env::var("WHARF_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let reps: usize = env_number("WHARF_BENCH_REPS", 3).max(1);
     let mut rows = Vec::new();
     let sftp_root = ssh.root.display().to_string();
     // Rounds alternate the tools on a shared machine; the median round is reported.

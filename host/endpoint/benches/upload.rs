@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use wharf_endpoint::io::COPY_BUF;
 use wharf_endpoint::sftp::{DEFAULT_SYNC_EVERY, SftpConfig, SftpEndpoint};
 use wharf_endpoint::{CommonConfig, Endpoint, RemotePath};
+use wharf_tests::bench::env_number;
 use wharf_tests::servers::Sshd;
 
 mod shared;
@@ -57,15 +58,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    let mib: u64 = std::env::var("WHARF_BENCH_LARGE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let reps: usize = std::env::var("WHARF_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let mib: u64 = env_number("WHARF_BENCH_LARGE_MIB", 1024);
+    let reps: usize = env_number("WHARF_BENCH_REPS", 5).max(1);
     let size = mib << 20;
     let ssh = Sshd::start().expect("sshd");
     // A sync costs nothing on a file system in memory: the comparison then means nothing.

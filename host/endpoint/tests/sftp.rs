@@ -378,10 +378,13 @@ async fn uploads_are_synced_and_checked_before_their_rename() {
     ] {
         let steps = upload_steps(&log, name);
         assert_synced_checked_renamed(name, &steps);
-        let count = |step: &str| steps.iter().filter(|s| *s == step).count();
-        assert_eq!(count("write"), writes, "{name}: {steps:?}");
+        assert_eq!(count(&steps, "write"), writes, "{name}: {steps:?}");
         assert_eq!(
-            (count("open"), count("fsync"), count("close")),
+            (
+                count(&steps, "open"),
+                count(&steps, "fsync"),
+                count(&steps, "close")
+            ),
             (1, 1, 1),
             "{name}: {steps:?}"
         );
@@ -413,12 +416,7 @@ async fn a_large_upload_is_synced_as_it_goes() {
                     break;
                 }
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                while upload_steps(&s.requests(), "big.bin")
-                    .iter()
-                    .filter(|s| *s == "fsync")
-                    .count()
-                    <= k
-                {
+                while count(&upload_steps(&s.requests(), "big.bin"), "fsync") <= k {
                     assert!(
                         std::time::Instant::now() < deadline,
                         "no sync on the way after {} MiB",
@@ -439,15 +437,20 @@ async fn a_large_upload_is_synced_as_it_goes() {
     let steps = upload_steps(&s.requests(), "big.bin");
     assert_synced_checked_renamed("big.bin", &steps);
     let last_write = steps.iter().rposition(|s| s == "write").unwrap();
-    let syncs = |steps: &[String]| steps.iter().filter(|s| *s == "fsync").count();
     assert_eq!(
-        (syncs(&steps[..last_write]), syncs(&steps[last_write..])),
+        (
+            count(&steps[..last_write], "fsync"),
+            count(&steps[last_write..], "fsync")
+        ),
         (7, 1),
         "{steps:?}"
     );
     // The upload's handle and the one its syncs went through.
-    let count = |step: &str| steps.iter().filter(|s| *s == step).count();
-    assert_eq!((count("open"), count("close")), (2, 2), "{steps:?}");
+    assert_eq!(
+        (count(&steps, "open"), count(&steps, "close")),
+        (2, 2),
+        "{steps:?}"
+    );
 }
 
 /// Syncs on the way are a help, not a condition: when the second handle
@@ -494,8 +497,11 @@ async fn an_upload_goes_on_when_its_syncs_on_the_way_fail() {
     assert!(log.contains("Permission denied"), "{log}");
     let steps = upload_steps(&log, "shy.bin");
     assert_synced_checked_renamed("shy.bin", &steps);
-    let count = |step: &str| steps.iter().filter(|s| *s == step).count();
-    assert_eq!((count("fsync"), count("close")), (1, 1), "{steps:?}");
+    assert_eq!(
+        (count(&steps, "fsync"), count(&steps, "close")),
+        (1, 1),
+        "{steps:?}"
+    );
 }
 
 /// Checks the order the server handled an upload's `steps` in: opened first;
@@ -524,6 +530,11 @@ fn assert_synced_checked_renamed(name: &str, steps: &[String]) {
         "{name}: {steps:?}"
     );
     assert_eq!(last("rename"), steps.len() - 1, "{name}: {steps:?}");
+}
+
+/// How many of `steps` are `step`.
+fn count(steps: &[String], step: &str) -> usize {
+    steps.iter().filter(|s| *s == step).count()
 }
 
 /// The steps the server took on the upload of `name` (under its temporary
