@@ -518,7 +518,10 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     ledger
         .delivery_decided(da.id, &sha(&v1), "to-print/GLOBEX_J1_v1_A.pdf", None, "p")
         .unwrap();
-    ledger.delivery_uploaded(da.id).unwrap();
+    // Uploaded while the partner's endpoint named another host.
+    ledger
+        .delivery_uploaded(da.id, "sftp.globex.example")
+        .unwrap();
     let db = claim(b);
     ledger
         .delivery_decided(
@@ -554,9 +557,13 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     runtime.once().await;
     let a1 = ledger.delivery(da.id).unwrap();
     assert_eq!(a1.state, DeliveryState::Done);
-    assert!(
-        a1.receipt_node.is_some(),
-        "the uploaded version gets its receipt"
+    let receipt = a1
+        .receipt_node
+        .expect("the uploaded version gets its receipt");
+    let receipt = receipt_of(repo, receipt).await;
+    assert_eq!(
+        receipt["endpoint_host"], "sftp.globex.example",
+        "the receipt names the host the file went to: {receipt}"
     );
     let b1 = ledger.delivery(db.id).unwrap();
     assert_eq!(b1.state, DeliveryState::Done);
@@ -570,6 +577,83 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
         files(&remote.join("to-print")),
         ["GLOBEX_J1_v2_A.pdf", "GLOBEX_J2_v2_B.pdf"]
     );
+}
+
+/// The JSON content of the receipt document `node`.
+async fn receipt_of(repo: &Embedded, node: u64) -> serde_json::Value {
+    let bytes = wharf_ecm::collect(repo.download(NodeId(node as i64), None).await.unwrap())
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A delivery resumed after its receipt was stored but before the ledger
+/// recorded it finds that receipt rather than filing a second one, even
+/// though the document was renamed meanwhile: the receipt is written from
+/// the ledger's record alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
+    use wharf::ledger::DeliveryState;
+    let (dir, _remote, runtime, catalog) = globex("", "").await;
+    let repo = embedded(&runtime);
+    let a = store(
+        repo,
+        catalog,
+        "A.pdf",
+        &pdf("first"),
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    runtime.once().await;
+    let ledger = runtime.ledger();
+    let [d] = &ledger.deliveries(Some("globex"), None, None).unwrap()[..] else {
+        panic!("one delivery expected");
+    };
+    assert_eq!(d.state, DeliveryState::Done);
+    let first = d.receipt_node.expect("a receipt");
+    let folder = repo
+        .node(NodeId(first as i64))
+        .await
+        .unwrap()
+        .parent
+        .unwrap();
+    let receipts = async || -> Vec<String> {
+        repo.children(folder)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
+    };
+    assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
+
+    // The process stopped after storing the receipt, before recording it;
+    // then the document was renamed.
+    let changed = rusqlite::Connection::open(dir.path().join("state").join("ledger.db"))
+        .unwrap()
+        .execute(
+            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
+            [d.id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    repo.update_node(a, Some("A (renamed).pdf".into()), None)
+        .await
+        .unwrap();
+
+    runtime.once().await;
+    let resumed = ledger.delivery(d.id).unwrap();
+    assert_eq!(resumed.state, DeliveryState::Done);
+    assert_eq!(
+        resumed.receipt_node,
+        Some(first),
+        "the stored receipt is found"
+    );
+    assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
+    let receipt = receipt_of(repo, first).await;
+    assert_eq!(receipt["document_name"], "A.pdf", "{receipt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -592,14 +592,15 @@ impl<R: Repository + 'static> Outbound<R> {
                     .await
                     .map_err(fail)?;
             }
-            *delivery = self.step(move |l| l.delivery_uploaded(id)).await?;
+            let host = endpoint_host(&self.inbound.partner().endpoint);
+            *delivery = self.step(move |l| l.delivery_uploaded(id, &host)).await?;
         }
         match delivery.state {
             DeliveryState::Uploaded => {
                 // The receipt carries the delivery's audit event: both are
                 // recorded at once, and a resumed delivery whose receipt
                 // is already stored records neither again.
-                let receipt = self.receipt(delivery, doc).await?;
+                let receipt = self.receipt(delivery).await?;
                 *delivery = self
                     .step(move |l| l.delivery_done(id, Some(receipt)))
                     .await?;
@@ -704,8 +705,12 @@ impl<R: Repository + 'static> Outbound<R> {
     }
 
     /// File the delivery's receipt, with the delivery's audit event;
-    /// returns its node.
-    async fn receipt(&self, d: &Delivery, doc: &ecm::Node) -> Result<u64, String> {
+    /// returns its node. Its content comes from the ledger's record alone,
+    /// so that the receipt of a resumed delivery is the same bytes as one
+    /// stored before the process stopped, found there rather than filed
+    /// twice, whatever changed meanwhile in the partner's configuration or
+    /// the document's name.
+    async fn receipt(&self, d: &Delivery) -> Result<u64, String> {
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
         let folder = self.deliveries_folder(month).await?;
@@ -713,7 +718,7 @@ impl<R: Repository + 'static> Outbound<R> {
             "delivery": d.id,
             "partner": d.key.partner,
             "document": d.key.node_id,
-            "document_name": doc.name,
+            "document_name": d.name,
             "version": d.key.version,
             "remote_path": remote,
             "marker": d.marker,
@@ -721,7 +726,12 @@ impl<R: Repository + 'static> Outbound<R> {
             "sha256": d.sha256,
             "started": ecm::rfc3339(d.created_at),
             "finished": ecm::rfc3339(d.uploaded_at.unwrap_or(d.updated_at)),
-            "endpoint_host": endpoint_host(&self.inbound.partner().endpoint),
+            // Recorded at the upload; configured now for a delivery uploaded
+            // before hosts were recorded.
+            "endpoint_host": d
+                .endpoint_host
+                .clone()
+                .unwrap_or_else(|| endpoint_host(&self.inbound.partner().endpoint)),
             "plugin_digest": d.plugin,
         });
         let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
@@ -741,7 +751,7 @@ impl<R: Repository + 'static> Outbound<R> {
                     name: name.replace(':', "_"),
                     description: Some(format!(
                         "{} v{} delivered to {} as {remote}",
-                        doc.name, d.key.version, d.key.partner
+                        d.name, d.key.version, d.key.partner
                     )),
                     mime_type: "application/json".into(),
                     sha256: hex::encode(Sha256::digest(&bytes)),

@@ -114,6 +114,9 @@ pub struct Delivery {
     pub created_at: i64,
     /// When the upload completed (Unix seconds).
     pub uploaded_at: Option<i64>,
+    /// The host the upload went to, as configured then (empty for a local folder): the
+    /// receipt states it even if the partner's endpoint has changed since.
+    pub endpoint_host: Option<String>,
     /// When it last changed (Unix seconds).
     pub updated_at: i64,
 }
@@ -129,7 +132,7 @@ pub enum DeliveryClaim {
     Finished(Delivery),
 }
 
-const COLUMNS: &str = "id, partner, node_id, version, state, name, size, sha256, remote_path, marker, plugin, reason, receipt_node, workflow_id, attempts, failures, last_error, ack_status, ack_message, ack_at, ack_node, ack_overdue, created_at, uploaded_at, updated_at";
+const COLUMNS: &str = "id, partner, node_id, version, state, name, size, sha256, remote_path, marker, plugin, reason, receipt_node, workflow_id, attempts, failures, last_error, ack_status, ack_message, ack_at, ack_node, ack_overdue, created_at, uploaded_at, updated_at, endpoint_host";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -160,6 +163,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         created_at: r.get(22)?,
         uploaded_at: r.get(23)?,
         updated_at: r.get(24)?,
+        endpoint_host: r.get(25)?,
     })
 }
 
@@ -279,15 +283,16 @@ impl Ledger {
         )
     }
 
-    /// The partner's server holds the complete file.
-    pub fn delivery_uploaded(&self, id: i64) -> Result<Delivery, LedgerError> {
+    /// The partner's server, `host` (as its endpoint is configured now), holds the
+    /// complete file.
+    pub fn delivery_uploaded(&self, id: i64, host: &str) -> Result<Delivery, LedgerError> {
         let t = now();
         self.step(
             id,
             &[DeliveryState::Decided],
             DeliveryState::Uploaded,
-            ", uploaded_at = ?4",
-            &[&t],
+            ", uploaded_at = ?4, endpoint_host = ?5",
+            &[&t, &host],
         )
     }
 
@@ -505,7 +510,11 @@ mod tests {
             panic!()
         };
         // Out of order is refused.
-        assert!(ledger.delivery_uploaded(d.id).is_err());
+        assert!(
+            ledger
+                .delivery_uploaded(d.id, "sftp.globex.example")
+                .is_err()
+        );
         ledger
             .delivery_decided(d.id, "ab", "to-print/cat.pdf", None, "p")
             .unwrap();
@@ -515,7 +524,9 @@ mod tests {
         };
         assert_eq!(r.remote_path.as_deref(), Some("to-print/cat.pdf"));
         assert_eq!(r.attempts, 2);
-        ledger.delivery_uploaded(d.id).unwrap();
+        ledger
+            .delivery_uploaded(d.id, "sftp.globex.example")
+            .unwrap();
         let done = ledger.delivery_done(d.id, Some(77)).unwrap();
         assert_eq!(done.receipt_node, Some(77));
         assert!(matches!(
@@ -580,7 +591,11 @@ mod tests {
         ledger
             .delivery_rejected(d.id, "{\"code\":\"x\"}", "p")
             .unwrap();
-        assert!(ledger.delivery_uploaded(d.id).is_err());
+        assert!(
+            ledger
+                .delivery_uploaded(d.id, "sftp.globex.example")
+                .is_err()
+        );
         let done = ledger.delivery_done(d.id, None).unwrap();
         assert_eq!(done.reason.as_deref(), Some("{\"code\":\"x\"}"));
         assert!(done.remote_path.is_none());

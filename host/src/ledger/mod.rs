@@ -283,6 +283,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at   INTEGER NOT NULL,
     uploaded_at  INTEGER,
     updated_at   INTEGER NOT NULL,
+    endpoint_host TEXT,
     UNIQUE (partner, node_id, version)
 );
 CREATE INDEX IF NOT EXISTS deliveries_remote ON deliveries (partner, remote_path);
@@ -310,7 +311,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     detail     TEXT NOT NULL,
     at         INTEGER NOT NULL
 );
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 ";
 
 impl Ledger {
@@ -350,11 +351,18 @@ impl Ledger {
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'claims'",
             )?
             .query_row([], |r| r.get(0))?;
-        // Version 1 had no deliveries table; creating it upgrades to 2.
-        if tables > 0 && !matches!(version, 1 | 2) {
+        // Version 1 had no deliveries table: creating it upgrades it. Version 2's
+        // deliveries did not record the endpoint's host: the column is added, in the
+        // same transaction as the new version number.
+        if tables > 0 && !matches!(version, 1..=3) {
             return Err(LedgerError::Schema(version));
         }
-        conn.execute_batch(SCHEMA)?;
+        let upgrade = if tables > 0 && version == 2 {
+            "ALTER TABLE deliveries ADD COLUMN endpoint_host TEXT;"
+        } else {
+            ""
+        };
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;{upgrade}{SCHEMA}COMMIT;"))?;
         Ok(Ledger {
             conn: Mutex::new(conn),
             wal: None,
@@ -969,6 +977,53 @@ pub(crate) mod tests {
             .pragma_update(None, "user_version", 7)
             .unwrap();
         assert!(matches!(Ledger::open(&path), Err(LedgerError::Schema(7))));
+    }
+
+    /// A ledger of version 2, whose deliveries did not record their host,
+    /// opens with its deliveries intact, and records hosts from then on.
+    #[test]
+    fn a_version_2_ledger_is_upgraded_in_place() {
+        use crate::ledger::{DeliveryClaim, DeliveryKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let key = DeliveryKey {
+            partner: "globex".into(),
+            node_id: 7,
+            version: 1,
+        };
+        let id = {
+            let ledger = Ledger::open(&path).unwrap();
+            let DeliveryClaim::New(d) = ledger.claim_delivery(&key, "cat.pdf", 10).unwrap() else {
+                panic!()
+            };
+            ledger
+                .delivery_decided(d.id, "ab", "to-print/cat.pdf", None, "p")
+                .unwrap();
+            d.id
+        };
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE deliveries DROP COLUMN endpoint_host; PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        let d = ledger.delivery(id).unwrap();
+        assert_eq!(d.remote_path.as_deref(), Some("to-print/cat.pdf"));
+        assert_eq!(d.endpoint_host, None);
+        let d = ledger.delivery_uploaded(id, "sftp.globex.example").unwrap();
+        assert_eq!(d.endpoint_host.as_deref(), Some("sftp.globex.example"));
+        drop(ledger);
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(
+            ledger.delivery(id).unwrap().endpoint_host.as_deref(),
+            Some("sftp.globex.example")
+        );
+        let version: i64 = ledger
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
     }
 
     #[test]
