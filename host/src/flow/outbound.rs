@@ -705,11 +705,12 @@ impl<R: Repository + 'static> Outbound<R> {
     }
 
     /// File the delivery's receipt, with the delivery's audit event;
-    /// returns its node. Its content comes from the ledger's record alone,
-    /// so that the receipt of a resumed delivery is the same bytes as one
-    /// stored before the process stopped, found there rather than filed
-    /// twice, whatever changed meanwhile in the partner's configuration or
-    /// the document's name.
+    /// returns its node. Its name and content come from the ledger's record
+    /// alone, so that the receipt of a resumed delivery is the same bytes as
+    /// one stored before the process stopped, found there rather than filed
+    /// twice, even if the document was renamed or the partner's endpoint
+    /// changed meanwhile. (Its folder follows the partner's ECM root as
+    /// configured now.)
     async fn receipt(&self, d: &Delivery) -> Result<u64, String> {
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];

@@ -76,7 +76,8 @@ pub struct Delivery {
     pub key: DeliveryKey,
     /// Where it stands.
     pub state: DeliveryState,
-    /// Document name in the repository.
+    /// The document's name in the repository when the delivery was first claimed (the
+    /// receipt's, whatever the document is called later).
     pub name: String,
     /// Size in bytes.
     pub size: u64,

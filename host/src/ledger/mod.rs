@@ -330,7 +330,7 @@ impl Ledger {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, LedgerError> {
+    fn init(mut conn: Connection) -> Result<Self, LedgerError> {
         // WAL for concurrent readers. Every commit survives a crash of the
         // process; the steps that precede an irreversible action on a
         // partner's server (filed, quarantined) or record one (a workflow
@@ -345,24 +345,26 @@ impl Ledger {
         // Every statement is prepared once and kept (`prepare_cached`).
         conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tables: i64 = conn
+        // The version is read and the schema brought up to date in one write
+        // transaction: another process opening the same ledger meanwhile
+        // waits, then finds it up to date.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tables: i64 = tx
             .prepare_cached(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'claims'",
             )?
             .query_row([], |r| r.get(0))?;
         // Version 1 had no deliveries table: creating it upgrades it. Version 2's
-        // deliveries did not record the endpoint's host: the column is added, in the
-        // same transaction as the new version number.
+        // deliveries did not record the endpoint's host: the column is added.
         if tables > 0 && !matches!(version, 1..=3) {
             return Err(LedgerError::Schema(version));
         }
-        let upgrade = if tables > 0 && version == 2 {
-            "ALTER TABLE deliveries ADD COLUMN endpoint_host TEXT;"
-        } else {
-            ""
-        };
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;{upgrade}{SCHEMA}COMMIT;"))?;
+        if tables > 0 && version == 2 {
+            tx.execute_batch("ALTER TABLE deliveries ADD COLUMN endpoint_host TEXT;")?;
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.commit()?;
         Ok(Ledger {
             conn: Mutex::new(conn),
             wal: None,
@@ -1024,6 +1026,37 @@ pub(crate) mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, 3);
+    }
+
+    /// Processes opening a version-2 ledger at the same moment all open it:
+    /// one upgrades it, the others find it upgraded.
+    #[test]
+    fn a_ledger_is_upgraded_once_when_opened_at_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ledger.db");
+            drop(Ledger::open(&path).unwrap());
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(
+                    "ALTER TABLE deliveries DROP COLUMN endpoint_host; PRAGMA user_version = 2;",
+                )
+                .unwrap();
+            let start = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                let opened: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            Ledger::open(&path).map(drop)
+                        })
+                    })
+                    .collect();
+                for o in opened {
+                    o.join().unwrap().unwrap();
+                }
+            });
+        }
     }
 
     #[test]
