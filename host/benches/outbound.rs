@@ -20,7 +20,7 @@
 //!
 //! Run: `cargo bench -p wharf --bench outbound` (as root: it installs and
 //! starts the servers). `WHARF_BENCH_QUICK=1` runs 100 documents and 64 MiB;
-//! `WHARF_BENCH_REPS` sets the rounds whose median is printed (default 1);
+//! `WHARF_BENCH_REPS` sets the rounds whose median is printed (default 3);
 //! `WHARF_BENCH_WRAP` prefixes the measured child's command line (e.g.
 //! `perf record -g -o wharf.perf --`, to profile it alone);
 //! `WHARF_BENCH_ONLY` picks cases, e.g. `sftp`, `large` or `ftp-small,sftp-large`.

@@ -22,7 +22,7 @@ pub const RSS_TARGET: u64 = 64 << 20;
 
 /// The benchmark's options, from the environment: `WHARF_BENCH_QUICK=1`
 /// (100 small files and 64 MiB instead of 1,000 and 1 GiB),
-/// `WHARF_BENCH_REPS` (rounds whose median is printed, default 1) and
+/// `WHARF_BENCH_REPS` (rounds whose median is printed, default 3) and
 /// `WHARF_BENCH_ONLY` (cases, e.g. `sftp`, `large` or `ftp-small,sftp-large`).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -47,7 +47,7 @@ impl Options {
         } else {
             (1000, 1u64 << 30)
         };
-        let reps = env_number("WHARF_BENCH_REPS", 1).max(1);
+        let reps = env_number("WHARF_BENCH_REPS", 3).max(1);
         let only = std::env::var("WHARF_BENCH_ONLY")
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
             .unwrap_or_default();
