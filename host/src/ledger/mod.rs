@@ -981,6 +981,17 @@ pub(crate) mod tests {
         assert!(matches!(Ledger::open(&path), Err(LedgerError::Schema(7))));
     }
 
+    /// Turns the ledger at `path` back into one of schema version 2, whose
+    /// deliveries had no `endpoint_host`.
+    fn as_version_2(path: &Path) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE deliveries DROP COLUMN endpoint_host; PRAGMA user_version = 2;",
+            )
+            .unwrap();
+    }
+
     /// A ledger of version 2, whose deliveries did not record their host,
     /// opens with its deliveries intact, and records hosts from then on.
     #[test]
@@ -1003,12 +1014,7 @@ pub(crate) mod tests {
                 .unwrap();
             d.id
         };
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "ALTER TABLE deliveries DROP COLUMN endpoint_host; PRAGMA user_version = 2;",
-            )
-            .unwrap();
+        as_version_2(&path);
         let ledger = Ledger::open(&path).unwrap();
         let d = ledger.delivery(id).unwrap();
         assert_eq!(d.remote_path.as_deref(), Some("to-print/cat.pdf"));
@@ -1036,12 +1042,7 @@ pub(crate) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("ledger.db");
             drop(Ledger::open(&path).unwrap());
-            Connection::open(&path)
-                .unwrap()
-                .execute_batch(
-                    "ALTER TABLE deliveries DROP COLUMN endpoint_host; PRAGMA user_version = 2;",
-                )
-                .unwrap();
+            as_version_2(&path);
             let start = std::sync::Barrier::new(4);
             std::thread::scope(|s| {
                 let opened: Vec<_> = (0..4)
