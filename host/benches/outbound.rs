@@ -18,6 +18,10 @@
 //! every document delivered under the plugin's name with its exact bytes,
 //! the ledger's done deliveries, rclone's copies.
 //!
+//! Rounds alternate which side runs first, and each round's wharf/rclone
+//! ratio is printed beside the ratio of the medians: on a shared machine the
+//! spread between rounds is part of the result.
+//!
 //! Run: `cargo bench -p wharf --bench outbound` (as root: it installs and
 //! starts the servers). `WHARF_BENCH_QUICK=1` runs 100 documents and 64 MiB;
 //! `WHARF_BENCH_REPS` sets the rounds whose median is printed (default 3);
@@ -384,6 +388,7 @@ fn main() {
     bench.warm(&servers.all[0]);
 
     let mut rows: Vec<Row> = Vec::new();
+    let mut rounds: Vec<Rounds> = Vec::new();
     for small in [true, false] {
         let kind = if small { "small" } else { "large" };
         if !servers.all.iter().any(|s| opts.wanted(s.proto, kind)) {
@@ -408,8 +413,14 @@ fn main() {
             let mut rclone_rows = Vec::new();
             let mut serial_rows = Vec::new();
             let mut same_work_rows = Vec::new();
-            for _ in 0..opts.reps {
-                wharf_rows.push(bench.wharf(server, &w));
+            for round in 0..opts.reps {
+                // Every other round runs wharf after its peers rather than
+                // before them, so that neither side always meets the
+                // machine in the same state.
+                let wharf_first = round % 2 == 0;
+                if wharf_first {
+                    wharf_rows.push(bench.wharf(server, &w));
+                }
                 // rclone with its parallel transfers, and (for many files)
                 // one at a time, as wharf sends them.
                 let mut variants = vec![(PARALLEL, "rclone")];
@@ -455,7 +466,22 @@ fn main() {
                         rclone_rows.push(row);
                     }
                 }
+                if !wharf_first {
+                    wharf_rows.push(bench.wharf(server, &w));
+                }
             }
+            // Each round's wharf run against its own rclone run, taken
+            // minutes (not rounds) apart: the spread shows how much of a
+            // difference the machine's own swings make.
+            rounds.push(Rounds {
+                proto: server.proto,
+                what: w.label.clone(),
+                ratios: wharf_rows
+                    .iter()
+                    .zip(&rclone_rows)
+                    .map(|(w, r)| w.ratio(r))
+                    .collect(),
+            });
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
             for peers in [serial_rows, same_work_rows] {
@@ -467,10 +493,17 @@ fn main() {
         let _ = std::fs::remove_dir_all(&w.template);
         let _ = std::fs::remove_dir_all(&w.local);
     }
-    print_rows(&rows, opts);
+    print_rows(&rows, &rounds, opts);
 }
 
-fn print_rows(rows: &[Row], opts: &Options) {
+/// The wharf/rclone ratio of each round of one case.
+struct Rounds {
+    proto: &'static str,
+    what: String,
+    ratios: Vec<f64>,
+}
+
+fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
     print_table(rows, 10);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
@@ -506,6 +539,20 @@ fn print_rows(rows: &[Row], opts: &Options) {
             line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
         }
         line.push_str(&format!("; {}", rss_target(r.rss)));
+        if let Some(each) = rounds
+            .iter()
+            .find(|x| x.proto == r.proto && x.what == r.what)
+            .filter(|x| x.ratios.len() > 1)
+        {
+            let mut sorted = each.ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let shown: Vec<String> = each.ratios.iter().map(|x| format!("{x:.2}")).collect();
+            line.push_str(&format!(
+                "; round by round {}x (median {:.2}x)",
+                shown.join(", "),
+                sorted[sorted.len() / 2]
+            ));
+        }
         println!("{line}");
     }
     println!(
