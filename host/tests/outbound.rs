@@ -516,7 +516,14 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     };
     let da = claim(a);
     ledger
-        .delivery_decided(da.id, &sha(&v1), "to-print/GLOBEX_J1_v1_A.pdf", None, "p")
+        .delivery_decided(
+            da.id,
+            "A.pdf",
+            &sha(&v1),
+            "to-print/GLOBEX_J1_v1_A.pdf",
+            None,
+            "p",
+        )
         .unwrap();
     // Uploaded while the partner's endpoint named another host.
     ledger
@@ -526,6 +533,7 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     ledger
         .delivery_decided(
             db.id,
+            "B.pdf",
             &sha(&pdf("b1")),
             "to-print/GLOBEX_J2_v1_B.pdf",
             None,
@@ -654,6 +662,59 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
     assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
     let receipt = receipt_of(repo, first).await;
     assert_eq!(receipt["document_name"], "A.pdf", "{receipt}");
+}
+
+/// A delivery claimed under one name and named by the plugin after the
+/// document was renamed (an earlier attempt failed before the plugin
+/// decided) states the name the plugin saw, in the ledger and on the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_names_the_document_as_the_plugin_saw_it() {
+    use wharf::ledger::{DeliveryClaim, DeliveryKey, DeliveryState};
+    let (_dir, remote, runtime, catalog) = globex("", "").await;
+    let repo = embedded(&runtime);
+    let content = pdf("first");
+    let a = store(
+        repo,
+        catalog,
+        "Draft.pdf",
+        &content,
+        "Approved",
+        Some("J1"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    // Claimed while it was still called Draft.pdf; the attempt then failed.
+    let ledger = runtime.ledger();
+    let DeliveryClaim::New(claimed) = ledger
+        .claim_delivery(
+            &DeliveryKey {
+                partner: "globex".into(),
+                node_id: a.0 as u64,
+                version: 1,
+            },
+            "Draft.pdf",
+            content.len() as u64,
+        )
+        .unwrap()
+    else {
+        panic!("a new delivery expected");
+    };
+    ledger
+        .delivery_failed(claimed.id, "plugin: trapped")
+        .unwrap();
+    repo.update_node(a, Some("Final.pdf".into()), None)
+        .await
+        .unwrap();
+
+    runtime.once().await;
+    let d = ledger.delivery(claimed.id).unwrap();
+    assert_eq!(d.state, DeliveryState::Done);
+    assert_eq!(d.name, "Final.pdf");
+    // The plugin's name for it follows the document's current name, and so
+    // does the receipt.
+    assert_eq!(files(&remote.join("to-print")), ["GLOBEX_J1_v1_Final.pdf"]);
+    let receipt = receipt_of(repo, d.receipt_node.expect("a receipt")).await;
+    assert_eq!(receipt["document_name"], "Final.pdf", "{receipt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

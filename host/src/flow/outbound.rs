@@ -488,9 +488,12 @@ impl<R: Repository + 'static> Outbound<R> {
                         }
                     });
                     let (sha, digest) = (sha.clone(), plugin.digest().to_string());
+                    // The name the plugin saw goes on the receipt (a
+                    // document renamed since an earlier, failed attempt).
+                    let name = doc.name.clone();
                     *delivery = self
                         .step(move |l| {
-                            l.delivery_decided(id, &sha, &remote, marker.as_deref(), &digest)
+                            l.delivery_decided(id, &name, &sha, &remote, marker.as_deref(), &digest)
                         })
                         .await?;
                     held = spool;

@@ -76,8 +76,8 @@ pub struct Delivery {
     pub key: DeliveryKey,
     /// Where it stands.
     pub state: DeliveryState,
-    /// The document's name in the repository when the delivery was first claimed (the
-    /// receipt's, whatever the document is called later).
+    /// The document's name in the repository when the plugin named the delivery (when it
+    /// was first claimed, until then): the receipt's, whatever the document is called later.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
@@ -265,11 +265,13 @@ impl Ledger {
         Ok(d)
     }
 
-    /// The plugin named the delivery: remote path and marker, decided by
-    /// `plugin`, for content with this checksum.
+    /// The plugin named the delivery of the document called `name` (as the
+    /// plugin saw it): remote path and marker, decided by `plugin`, for
+    /// content with this checksum.
     pub fn delivery_decided(
         &self,
         id: i64,
+        name: &str,
         sha256: &str,
         remote_path: &str,
         marker: Option<&str>,
@@ -279,8 +281,8 @@ impl Ledger {
             id,
             &[DeliveryState::Claimed],
             DeliveryState::Decided,
-            ", sha256 = ?4, remote_path = ?5, marker = ?6, plugin = ?7",
-            &[&sha256, &remote_path, &marker, &plugin],
+            ", sha256 = ?4, remote_path = ?5, marker = ?6, plugin = ?7, name = ?8",
+            &[&sha256, &remote_path, &marker, &plugin, &name],
         )
     }
 
@@ -517,7 +519,7 @@ mod tests {
                 .is_err()
         );
         ledger
-            .delivery_decided(d.id, "ab", "to-print/cat.pdf", None, "p")
+            .delivery_decided(d.id, "cat.pdf", "ab", "to-print/cat.pdf", None, "p")
             .unwrap();
         let DeliveryClaim::Resume(r) = ledger.claim_delivery(&key(1), "cat.pdf", 10).unwrap()
         else {

@@ -1010,7 +1010,7 @@ pub(crate) mod tests {
                 panic!()
             };
             ledger
-                .delivery_decided(d.id, "ab", "to-print/cat.pdf", None, "p")
+                .delivery_decided(d.id, "cat.pdf", "ab", "to-print/cat.pdf", None, "p")
                 .unwrap();
             d.id
         };
