@@ -18,9 +18,10 @@
 //! every document delivered under the plugin's name with its exact bytes,
 //! the ledger's done deliveries, rclone's copies.
 //!
-//! Rounds alternate which side runs first, and each round's wharf/rclone
-//! ratio is printed beside the ratio of the medians: on a shared machine the
-//! spread between rounds is part of the result.
+//! Rounds alternate which side runs first. The table's ratio (and the
+//! verdict) compares the medians; each round's own wharf/rclone ratio is
+//! printed after it, since on a shared machine the spread between rounds is
+//! part of the result.
 //!
 //! Run: `cargo bench -p wharf --bench outbound` (as root: it installs and
 //! starts the servers). `WHARF_BENCH_QUICK=1` runs 100 documents and 64 MiB;
@@ -470,9 +471,10 @@ fn main() {
                     wharf_rows.push(bench.wharf(server, &w));
                 }
             }
-            // Each round's wharf run against its own rclone run, taken
-            // minutes (not rounds) apart: the spread shows how much of a
-            // difference the machine's own swings make.
+            // Each round's wharf run against the same round's rclone run
+            // (adjacent when wharf runs first, the other rclone variant
+            // between them otherwise): the spread shows how much the
+            // machine's own swings make.
             rounds.push(Rounds {
                 proto: server.proto,
                 what: w.label.clone(),
@@ -546,11 +548,16 @@ fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
         {
             let mut sorted = each.ratios.clone();
             sorted.sort_by(f64::total_cmp);
+            let mid = sorted.len() / 2;
+            let middle = if sorted.len() % 2 == 0 {
+                (sorted[mid - 1] + sorted[mid]) / 2.0
+            } else {
+                sorted[mid]
+            };
             let shown: Vec<String> = each.ratios.iter().map(|x| format!("{x:.2}")).collect();
             line.push_str(&format!(
-                "; round by round {}x (median {:.2}x)",
+                "; each round's own ratio {}x (median of rounds {middle:.2}x)",
                 shown.join(", "),
-                sorted[sorted.len() / 2]
             ));
         }
         println!("{line}");

@@ -672,7 +672,7 @@ async fn the_receipt_names_the_document_as_the_plugin_saw_it() {
     use wharf::ledger::{DeliveryClaim, DeliveryKey, DeliveryState};
     let (_dir, remote, runtime, catalog) = globex("", "").await;
     let repo = embedded(&runtime);
-    let content = pdf("first");
+    let (content, orphan) = (pdf("first"), pdf("orphan"));
     let a = store(
         repo,
         catalog,
@@ -683,31 +683,43 @@ async fn the_receipt_names_the_document_as_the_plugin_saw_it() {
         CollisionPolicy::Reject,
     )
     .await;
-    // Claimed while it was still called Draft.pdf; the attempt then failed.
+    // Without a job number: the plugin refuses it.
+    let b = store(
+        repo,
+        catalog,
+        "Draft orphan.pdf",
+        &orphan,
+        "Approved",
+        None,
+        CollisionPolicy::Reject,
+    )
+    .await;
+    // Both were claimed under their first names; the attempts then failed.
     let ledger = runtime.ledger();
-    let DeliveryClaim::New(claimed) = ledger
-        .claim_delivery(
-            &DeliveryKey {
-                partner: "globex".into(),
-                node_id: a.0 as u64,
-                version: 1,
-            },
-            "Draft.pdf",
-            content.len() as u64,
-        )
-        .unwrap()
-    else {
-        panic!("a new delivery expected");
+    let claim = |node: NodeId, name: &str, size: usize| {
+        let key = DeliveryKey {
+            partner: "globex".into(),
+            node_id: node.0 as u64,
+            version: 1,
+        };
+        let DeliveryClaim::New(d) = ledger.claim_delivery(&key, name, size as u64).unwrap() else {
+            panic!("a new delivery expected");
+        };
+        ledger.delivery_failed(d.id, "plugin: trapped").unwrap();
+        d.id
     };
-    ledger
-        .delivery_failed(claimed.id, "plugin: trapped")
-        .unwrap();
-    repo.update_node(a, Some("Final.pdf".into()), None)
-        .await
-        .unwrap();
+    let (da, db) = (
+        claim(a, "Draft.pdf", content.len()),
+        claim(b, "Draft orphan.pdf", orphan.len()),
+    );
+    for (node, name) in [(a, "Final.pdf"), (b, "Orphan.pdf")] {
+        repo.update_node(node, Some(name.into()), None)
+            .await
+            .unwrap();
+    }
 
     runtime.once().await;
-    let d = ledger.delivery(claimed.id).unwrap();
+    let d = ledger.delivery(da).unwrap();
     assert_eq!(d.state, DeliveryState::Done);
     assert_eq!(d.name, "Final.pdf");
     // The plugin's name for it follows the document's current name, and so
@@ -715,6 +727,11 @@ async fn the_receipt_names_the_document_as_the_plugin_saw_it() {
     assert_eq!(files(&remote.join("to-print")), ["GLOBEX_J1_v1_Final.pdf"]);
     let receipt = receipt_of(repo, d.receipt_node.expect("a receipt")).await;
     assert_eq!(receipt["document_name"], "Final.pdf", "{receipt}");
+    // The refusal, too, is recorded under the name the plugin refused.
+    let refused = ledger.delivery(db).unwrap();
+    assert_eq!(refused.state, DeliveryState::Done);
+    assert!(refused.reason.is_some(), "{refused:?}");
+    assert_eq!(refused.name, "Orphan.pdf");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

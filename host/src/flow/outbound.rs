@@ -489,7 +489,8 @@ impl<R: Repository + 'static> Outbound<R> {
                     });
                     let (sha, digest) = (sha.clone(), plugin.digest().to_string());
                     // The name the plugin saw goes on the receipt (a
-                    // document renamed since an earlier, failed attempt).
+                    // document renamed since an earlier, failed attempt);
+                    // a refusal below records it too.
                     let name = doc.name.clone();
                     *delivery = self
                         .step(move |l| {
@@ -506,9 +507,9 @@ impl<R: Repository + 'static> Outbound<R> {
                         "details": rejection.details,
                     })
                     .to_string();
-                    let digest = plugin.digest().to_string();
+                    let (digest, name) = (plugin.digest().to_string(), doc.name.clone());
                     *delivery = self
-                        .step(move |l| l.delivery_rejected(id, &reason, &digest))
+                        .step(move |l| l.delivery_rejected(id, &name, &reason, &digest))
                         .await?;
                 }
                 // A failing plugin is retried (the next pass, possibly

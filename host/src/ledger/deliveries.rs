@@ -76,8 +76,9 @@ pub struct Delivery {
     pub key: DeliveryKey,
     /// Where it stands.
     pub state: DeliveryState,
-    /// The document's name in the repository when the plugin named the delivery (when it
-    /// was first claimed, until then): the receipt's, whatever the document is called later.
+    /// The document's name in the repository when the plugin decided on the delivery
+    /// (named or refused it; until then, when it was first claimed): the receipt's,
+    /// whatever the document is called later.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
@@ -299,10 +300,12 @@ impl Ledger {
         )
     }
 
-    /// The plugin refused the delivery for `reason` (JSON).
+    /// The plugin refused the delivery of the document called `name` (as
+    /// the plugin saw it) for `reason` (JSON).
     pub fn delivery_rejected(
         &self,
         id: i64,
+        name: &str,
         reason: &str,
         plugin: &str,
     ) -> Result<Delivery, LedgerError> {
@@ -310,8 +313,8 @@ impl Ledger {
             id,
             &[DeliveryState::Claimed],
             DeliveryState::Rejected,
-            ", reason = ?4, plugin = ?5",
-            &[&reason, &plugin],
+            ", reason = ?4, plugin = ?5, name = ?6",
+            &[&reason, &plugin, &name],
         )
     }
 
@@ -592,7 +595,7 @@ mod tests {
             panic!()
         };
         ledger
-            .delivery_rejected(d.id, "{\"code\":\"x\"}", "p")
+            .delivery_rejected(d.id, "cat.pdf", "{\"code\":\"x\"}", "p")
             .unwrap();
         assert!(
             ledger
