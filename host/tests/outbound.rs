@@ -473,7 +473,7 @@ async fn approved_documents_leave_once_under_the_plugins_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     use wharf::ledger::{DeliveryClaim, DeliveryKey, DeliveryState};
-    let (_dir, remote, runtime, catalog) = globex("", "").await;
+    let (dir, remote, runtime, catalog) = globex("", "").await;
     let repo = embedded(&runtime);
     let v1 = pdf("first");
     let a = store(
@@ -562,9 +562,18 @@ async fn an_interrupted_delivery_of_an_older_version_is_finished_or_dropped() {
     )
     .await;
 
+    // A's content was spooled by the process that died.
+    let spool = dir.path().join("state/spool/globex.out");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join(da.id.to_string()), &v1).unwrap();
+
     runtime.once().await;
     let a1 = ledger.delivery(da.id).unwrap();
     assert_eq!(a1.state, DeliveryState::Done);
+    assert!(
+        !spool.join(da.id.to_string()).exists(),
+        "a finished delivery leaves no spool file"
+    );
     let receipt = a1
         .receipt_node
         .expect("the uploaded version gets its receipt");

@@ -363,9 +363,14 @@ impl<R: Repository + 'static> Outbound<R> {
             .map_err(fail)
     }
 
-    /// Remove the spool file of `d`, if it has one.
+    /// Remove the spool file of `d`, if it may have one.
     fn drop_spool(&self, d: &Delivery) {
-        // Small versions have none now, but may have from an earlier run.
+        // A small version claimed for the first time in this pass was held
+        // in memory; one taken up again may have a file from an earlier
+        // pass (or an earlier build).
+        if d.attempts <= 1 && d.size <= IN_MEMORY_MAX {
+            return;
+        }
         let _ = std::fs::remove_file(self.spool_path(d.id));
     }
 
