@@ -45,8 +45,8 @@ use wharf_ecm::{
 };
 use wharf_tests::bench::{
     Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
-    median, print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
-    throughput_target, timed, write_large,
+    median, print_table, round_ratios, rounds_note, rss_target, run_self, sha256, sha256_file,
+    small_content, small_label, throughput_target, timed, write_large,
 };
 
 /// rclone's parallel transfers, and wharf's connections to the server.
@@ -478,11 +478,7 @@ fn main() {
             rounds.push(Rounds {
                 proto: server.proto,
                 what: w.label.clone(),
-                ratios: wharf_rows
-                    .iter()
-                    .zip(&rclone_rows)
-                    .map(|(w, r)| w.ratio(r))
-                    .collect(),
+                ratios: round_ratios(&wharf_rows, &rclone_rows),
             });
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
@@ -544,21 +540,8 @@ fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
         if let Some(each) = rounds
             .iter()
             .find(|x| x.proto == r.proto && x.what == r.what)
-            .filter(|x| x.ratios.len() > 1)
         {
-            let mut sorted = each.ratios.clone();
-            sorted.sort_by(f64::total_cmp);
-            let mid = sorted.len() / 2;
-            let middle = if sorted.len() % 2 == 0 {
-                (sorted[mid - 1] + sorted[mid]) / 2.0
-            } else {
-                sorted[mid]
-            };
-            let shown: Vec<String> = each.ratios.iter().map(|x| format!("{x:.2}")).collect();
-            line.push_str(&format!(
-                "; each round's own ratio {}x (median of rounds {middle:.2}x)",
-                shown.join(", "),
-            ));
+            line.push_str(&rounds_note(&each.ratios));
         }
         println!("{line}");
     }

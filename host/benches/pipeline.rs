@@ -18,6 +18,8 @@
 //! Run: `cargo bench -p wharf --bench pipeline` (as root: it installs and
 //! starts the servers). `WHARF_BENCH_QUICK=1` runs 100 files and 64 MiB;
 //! `WHARF_BENCH_REPS` sets the rounds whose median is printed (default 3);
+//! rounds alternate which side runs first, and each round's own
+//! wharf/rclone ratio follows the verdict (taken on the medians);
 //! `WHARF_BENCH_WRAP` prefixes the measured child's command line (e.g.
 //! `perf record -g -o wharf.perf --`, to profile it alone);
 //! `WHARF_BENCH_ONLY` picks cases, e.g. `sftp`, `large` or `ftp-small,sftp-large`;
@@ -35,8 +37,8 @@ use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{NodeKind, Repository};
 use wharf_tests::bench::{
     Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
-    median, print_table, rss_target, run_self, sha256, sha256_file, small_content, small_label,
-    throughput_target, timed, write_large,
+    median, print_table, round_ratios, rounds_note, rss_target, run_self, sha256, sha256_file,
+    small_content, small_label, throughput_target, timed, write_large,
 };
 
 /// Files (and connections) in flight, for wharf and rclone alike
@@ -378,6 +380,8 @@ fn main() {
     bench.warm(&servers.all[0]);
 
     let mut rows: Vec<Row> = Vec::new();
+    // Each case's wharf/rclone ratio round by round.
+    let mut rounds: Vec<((&str, String), Vec<f64>)> = Vec::new();
     for server in &servers.all {
         for small in [true, false] {
             let kind = if small { "small" } else { "large" };
@@ -394,9 +398,15 @@ fn main() {
             let mut wharf_rows = Vec::new();
             let mut rclone_rows = Vec::new();
             let mut same_work_rows = Vec::new();
-            for _ in 0..opts.reps {
-                wharf_rows.push(bench.wharf(server, &w));
-                restore_inbox(server, &w);
+            for round in 0..opts.reps {
+                // Every other round runs wharf after its peers rather than
+                // before them, so that neither side always meets the
+                // machine in the same state.
+                let wharf_first = round % 2 == 0;
+                if wharf_first {
+                    wharf_rows.push(bench.wharf(server, &w));
+                    restore_inbox(server, &w);
+                }
 
                 // rclone's copy; for the large file also the same work as
                 // wharf's: the copy, its SHA-256 and an fsync, one after the
@@ -451,7 +461,15 @@ fn main() {
                         rclone_rows.push(row);
                     }
                 }
+                if !wharf_first {
+                    wharf_rows.push(bench.wharf(server, &w));
+                    restore_inbox(server, &w);
+                }
             }
+            rounds.push((
+                (server.proto, w.label.clone()),
+                round_ratios(&wharf_rows, &rclone_rows),
+            ));
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
             if !same_work_rows.is_empty() {
@@ -461,10 +479,10 @@ fn main() {
             let _ = std::fs::remove_dir_all(archive(server));
         }
     }
-    print_rows(&rows, opts);
+    print_rows(&rows, &rounds, opts);
 }
 
-fn print_rows(rows: &[Row], opts: &Options) {
+fn print_rows(rows: &[Row], rounds: &[((&str, String), Vec<f64>)], opts: &Options) {
     print_table(rows, 10);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
@@ -494,6 +512,12 @@ fn print_rows(rows: &[Row], opts: &Options) {
             let peer = r.peer(rows, "rclone").expect("rclone row");
             line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
             line.push_str(&format!("; {}", rss_target(r.rss)));
+        }
+        if let Some((_, each)) = rounds
+            .iter()
+            .find(|((p, w), _)| *p == r.proto && *w == r.what)
+        {
+            line.push_str(&rounds_note(each));
         }
         println!("{line}");
     }

@@ -673,6 +673,34 @@ pub fn median<C>(mut rows: Vec<Row<C>>) -> Row<C> {
     row
 }
 
+/// Each round's throughput of `wharf` relative to `peer` (the rows of one
+/// case, one of each per round, in round order).
+pub fn round_ratios<C>(wharf: &[Row<C>], peer: &[Row<C>]) -> Vec<f64> {
+    wharf.iter().zip(peer).map(|(w, p)| w.ratio(p)).collect()
+}
+
+/// `; each round's own ratio 1.10, 0.95, 1.20x (median of rounds 1.10x)`
+/// for more than one round: beside the ratio of the medians, the spread
+/// a shared machine's swings make. Empty for one round.
+pub fn rounds_note(ratios: &[f64]) -> String {
+    if ratios.len() < 2 {
+        return String::new();
+    }
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let middle = if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    };
+    let shown: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+    format!(
+        "; each round's own ratio {}x (median of rounds {middle:.2}x)",
+        shown.join(", ")
+    )
+}
+
 /// Prints the table of `rows` (after a blank line), the tool column
 /// `tool_width` wide; wharf's rows show their throughput relative to the
 /// `rclone` row of the same case.
@@ -782,6 +810,29 @@ mod tests {
         let many = row("ftp", "wharf", 1.0, 10, 0);
         let base = row("ftp", "rclone", 1.0, 20, 0);
         assert_eq!(many.ratio(&base), 0.5);
+    }
+
+    #[test]
+    fn each_round_is_set_against_its_own_peer_run() {
+        let wharf = [
+            row("ftp", "wharf", 1.0, 1, 0),
+            row("ftp", "wharf", 2.0, 1, 0),
+        ];
+        let rclone = [
+            row("ftp", "rclone", 2.0, 1, 0),
+            row("ftp", "rclone", 1.0, 1, 0),
+        ];
+        assert_eq!(round_ratios(&wharf, &rclone), [2.0, 0.5]);
+        // An even count takes the mean of the middle two.
+        assert_eq!(
+            rounds_note(&[2.0, 0.5]),
+            "; each round's own ratio 2.00, 0.50x (median of rounds 1.25x)"
+        );
+        assert_eq!(
+            rounds_note(&[1.3, 0.9, 1.1]),
+            "; each round's own ratio 1.30, 0.90, 1.10x (median of rounds 1.10x)"
+        );
+        assert_eq!(rounds_note(&[1.0]), "");
     }
 
     #[test]
