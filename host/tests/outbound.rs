@@ -96,9 +96,15 @@ async fn globex(
     partner: &str,
     outbound: &str,
 ) -> (tempfile::TempDir, PathBuf, Arc<Runtime>, NodeId) {
-    let plugin = component("globex-print");
     let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("globex");
+    let (remote, runtime, catalog) = globex_in(dir.path(), partner, outbound).await;
+    (dir, remote, runtime, catalog)
+}
+
+/// [`globex`] in the folder `dir` (opened again: the state it holds is kept).
+async fn globex_in(dir: &Path, partner: &str, outbound: &str) -> (PathBuf, Arc<Runtime>, NodeId) {
+    let plugin = component("globex-print");
+    let remote = dir.join("globex");
     std::fs::create_dir_all(remote.join("returns")).unwrap();
     let text = format!(
         "[runtime]\nstate_dir = \"state\"\nplugins_dir = {:?}\n\
@@ -109,7 +115,7 @@ async fn globex(
         plugin.parent().unwrap().display().to_string(),
         remote.display()
     );
-    let config = wharf::config::parse(&text, dir.path()).unwrap();
+    let config = wharf::config::parse(&text, dir).unwrap();
     let runtime = Arc::new(Runtime::open(config).await.unwrap());
     let catalog = embedded(&runtime)
         .ensure_folder(
@@ -118,7 +124,7 @@ async fn globex(
         )
         .await
         .unwrap();
-    (dir, remote, runtime, catalog)
+    (remote, runtime, catalog)
 }
 
 /// The value of `sql` in a copy of the database file `db` alone, without
@@ -671,6 +677,71 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
     assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
     let receipt = receipt_of(repo, first).await;
     assert_eq!(receipt["document_name"], "A.pdf", "{receipt}");
+}
+
+/// A delivery resumed after its receipt was stored, with the partner's ECM
+/// root changed meanwhile, finds that receipt in the old root's folder
+/// rather than filing a second one under the new root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
+    use wharf::ledger::DeliveryState;
+    let (dir, _remote, runtime, catalog) = globex("", "").await;
+    let repo = embedded(&runtime);
+    store(
+        repo,
+        catalog,
+        "A.pdf",
+        &pdf("first"),
+        "Approved",
+        Some("J7"),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    runtime.once().await;
+    let [d] = &runtime
+        .ledger()
+        .deliveries(Some("globex"), None, None)
+        .unwrap()[..]
+    else {
+        panic!("one delivery expected");
+    };
+    let first = d.receipt_node.expect("a receipt");
+    drop(runtime);
+
+    // The process stopped after storing the receipt, before recording it;
+    // it comes back with the partner's ECM root moved.
+    let changed = rusqlite::Connection::open(dir.path().join("state").join("ledger.db"))
+        .unwrap()
+        .execute(
+            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
+            [d.id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let (_, runtime, _) = globex_in(dir.path(), "ecm_root = \"Partners/Globex Corp\"\n", "").await;
+    runtime.once().await;
+    let resumed = runtime.ledger().delivery(d.id).unwrap();
+    assert_eq!(resumed.state, DeliveryState::Done);
+    assert_eq!(
+        resumed.receipt_node,
+        Some(first),
+        "the stored receipt is found"
+    );
+    let repo = embedded(&runtime);
+    let receipts = repo
+        .search(&wharf_ecm::SearchQuery {
+            location: None,
+            name: None,
+            attributes: vec![wharf_ecm::AttributeFilter {
+                category: "wharf Delivery".into(),
+                attribute: "Partner".into(),
+                value: "globex".into(),
+            }],
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
 }
 
 /// A delivery claimed under one name and named by the plugin after the

@@ -36,6 +36,13 @@ use crate::plugin::{DocumentInfo, ReadContent};
 /// The category on every delivery receipt.
 pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
 
+/// Receipts of one (partner, document, version) read when looking for a
+/// resumed delivery's own.
+const MAX_RECEIPTS_CHECKED: u32 = 20;
+
+/// Larger documents are not read as receipts.
+const MAX_RECEIPT_BYTES: u64 = 64 << 10;
+
 /// What happened to one document in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -718,9 +725,15 @@ impl<R: Repository + 'static> Outbound<R> {
     /// alone, so that the receipt of a resumed delivery is the same bytes as
     /// one stored before the process stopped, found there rather than filed
     /// twice, even if the document was renamed or the partner's endpoint
-    /// changed meanwhile. (Its folder follows the partner's ECM root as
-    /// configured now.)
+    /// changed meanwhile. A delivery taken up again first looks for its
+    /// receipt wherever it is, which also covers a partner's ECM root
+    /// changed meanwhile (the folder follows the root as configured now).
     async fn receipt(&self, d: &Delivery) -> Result<u64, String> {
+        if d.attempts > 1
+            && let Some(stored) = self.stored_receipt(d).await
+        {
+            return Ok(stored);
+        }
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
         let folder = self.deliveries_folder(month).await?;
@@ -796,6 +809,57 @@ impl<R: Repository + 'static> Outbound<R> {
                 fail(e)
             })?;
         Ok(stored.node.0 as u64)
+    }
+
+    /// The receipt of delivery `d` already in the repository: found by its
+    /// category's partner, document and version, and taken only if it names
+    /// this delivery. `None` when there is none, or when the search fails
+    /// (the receipt is then filed into the current folder, where one stored
+    /// there before is still found by its content).
+    async fn stored_receipt(&self, d: &Delivery) -> Option<u64> {
+        let filter = |attribute: &str, value: String| ecm::AttributeFilter {
+            category: RECEIPT_CATEGORY.into(),
+            attribute: attribute.into(),
+            value,
+        };
+        let found = self
+            .repo()
+            .search(&ecm::SearchQuery {
+                location: None,
+                name: None,
+                attributes: vec![
+                    filter("Partner", d.key.partner.clone()),
+                    filter("Document", d.key.node_id.to_string()),
+                    filter("Version", d.key.version.to_string()),
+                ],
+                limit: Some(MAX_RECEIPTS_CHECKED),
+            })
+            .await;
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(partner = %d.key.partner, delivery = d.id, "stored receipts not searched: {e}");
+                return None;
+            }
+        };
+        for node in found {
+            // A receipt is a few hundred bytes; anything larger is not one.
+            if node.size.is_some_and(|s| s > MAX_RECEIPT_BYTES) {
+                continue;
+            }
+            let Ok(stream) = self.repo().download(node.id, None).await else {
+                continue;
+            };
+            let Ok(bytes) = ecm::collect(stream).await else {
+                continue;
+            };
+            let names = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .is_ok_and(|r| r["delivery"].as_i64() == Some(d.id));
+            if names {
+                return Some(node.id.0 as u64);
+            }
+        }
+        None
     }
 
     /// The audit event `action` about delivery `d`, on its document.
