@@ -610,6 +610,19 @@ async fn receipt_of(repo: &Embedded, node: u64) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// Turn delivery `id` in the ledger under `dir` back to 'uploaded', as if
+/// the process had stopped after storing its receipt, before recording it.
+fn unrecord_receipt(dir: &Path, id: i64) {
+    let changed = rusqlite::Connection::open(dir.join("state").join("ledger.db"))
+        .unwrap()
+        .execute(
+            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
 /// A delivery resumed after its receipt was stored but before the ledger
 /// recorded it finds that receipt rather than filing a second one, even
 /// though the document was renamed meanwhile: the receipt is written from
@@ -654,14 +667,7 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
 
     // The process stopped after storing the receipt, before recording it;
     // then the document was renamed.
-    let changed = rusqlite::Connection::open(dir.path().join("state").join("ledger.db"))
-        .unwrap()
-        .execute(
-            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
-            [d.id],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+    unrecord_receipt(dir.path(), d.id);
     repo.update_node(a, Some("A (renamed).pdf".into()), None)
         .await
         .unwrap();
@@ -710,14 +716,7 @@ async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
 
     // The process stopped after storing the receipt, before recording it;
     // it comes back with the partner's ECM root moved.
-    let changed = rusqlite::Connection::open(dir.path().join("state").join("ledger.db"))
-        .unwrap()
-        .execute(
-            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
-            [d.id],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+    unrecord_receipt(dir.path(), d.id);
     let (_, runtime, _) = globex_in(dir.path(), "ecm_root = \"Partners/Globex Corp\"\n", "").await;
     runtime.once().await;
     let resumed = runtime.ledger().delivery(d.id).unwrap();
