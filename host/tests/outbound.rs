@@ -741,6 +741,23 @@ async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
         .await
         .unwrap();
     assert_eq!(receipts.len(), 1, "{receipts:?}");
+    // No receipt folder was made under the new root for it (the daily
+    // delivery log is written there, as it is for every cycle).
+    let new_root = repo
+        .ensure_folder(
+            NodeId::ENTERPRISE,
+            &["Partners".into(), "Globex Corp".into()],
+        )
+        .await
+        .unwrap();
+    let made: Vec<String> = repo
+        .children(new_root)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(made, ["Delivery Logs"]);
 }
 
 /// A delivery claimed under one name and named by the plugin after the

@@ -40,9 +40,6 @@ pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
 /// resumed delivery's own.
 const MAX_RECEIPTS_CHECKED: u32 = 20;
 
-/// Larger documents are not read as receipts.
-const MAX_RECEIPT_BYTES: u64 = 64 << 10;
-
 /// What happened to one document in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -416,6 +413,8 @@ impl<R: Repository + 'static> Outbound<R> {
         report: &mut ExportReport,
     ) -> Result<(), String> {
         let id = delivery.id;
+        // Uploaded in an earlier pass: its receipt may be stored already.
+        let uploaded_before = delivery.state == DeliveryState::Uploaded;
         // The bytes of a small version read in this pass, for the upload.
         let mut held = None;
         let mut decided_now = false;
@@ -616,7 +615,7 @@ impl<R: Repository + 'static> Outbound<R> {
                 // The receipt carries the delivery's audit event: both are
                 // recorded at once, and a resumed delivery whose receipt
                 // is already stored records neither again.
-                let receipt = self.receipt(delivery).await?;
+                let receipt = self.receipt(delivery, uploaded_before).await?;
                 *delivery = self
                     .step(move |l| l.delivery_done(id, Some(receipt)))
                     .await?;
@@ -725,18 +724,13 @@ impl<R: Repository + 'static> Outbound<R> {
     /// alone, so that the receipt of a resumed delivery is the same bytes as
     /// one stored before the process stopped, found there rather than filed
     /// twice, even if the document was renamed or the partner's endpoint
-    /// changed meanwhile. A delivery taken up again first looks for its
-    /// receipt wherever it is, which also covers a partner's ECM root
-    /// changed meanwhile (the folder follows the root as configured now).
-    async fn receipt(&self, d: &Delivery) -> Result<u64, String> {
-        if d.attempts > 1
-            && let Some(stored) = self.stored_receipt(d).await
-        {
-            return Ok(stored);
-        }
+    /// changed meanwhile. A delivery `uploaded_before` this pass first
+    /// looks for those bytes wherever they are stored, which also covers a
+    /// partner's ECM root changed meanwhile (the folder follows the root as
+    /// configured now).
+    async fn receipt(&self, d: &Delivery, uploaded_before: bool) -> Result<u64, String> {
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
-        let folder = self.deliveries_folder(month).await?;
         let body = serde_json::json!({
             "delivery": d.id,
             "partner": d.key.partner,
@@ -758,6 +752,10 @@ impl<R: Repository + 'static> Outbound<R> {
             "plugin_digest": d.plugin,
         });
         let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
+        if uploaded_before && let Some(stored) = self.stored_receipt(d, &bytes).await {
+            return Ok(stored);
+        }
+        let folder = self.deliveries_folder(month).await?;
         let text = |n: &str, v: &str| ecm::Attribute {
             name: n.into(),
             value: ecm::AttributeValue::Text(v.into()),
@@ -811,12 +809,14 @@ impl<R: Repository + 'static> Outbound<R> {
         Ok(stored.node.0 as u64)
     }
 
-    /// The receipt of delivery `d` already in the repository: found by its
-    /// category's partner, document and version, and taken only if it names
-    /// this delivery. `None` when there is none, or when the search fails
-    /// (the receipt is then filed into the current folder, where one stored
-    /// there before is still found by its content).
-    async fn stored_receipt(&self, d: &Delivery) -> Option<u64> {
+    /// The receipt of delivery `d` already in the repository, `receipt`
+    /// byte for byte: looked for by its category's partner, document and
+    /// version. `None` when there is none, or when the search fails; the
+    /// receipt is then filed into the current folder, where one stored there
+    /// before is still found by its content. (A repository whose search
+    /// index lags, as Content Server's can, may not find one stored just
+    /// before the process stopped.)
+    async fn stored_receipt(&self, d: &Delivery, receipt: &[u8]) -> Option<u64> {
         let filter = |attribute: &str, value: String| ecm::AttributeFilter {
             category: RECEIPT_CATEGORY.into(),
             attribute: attribute.into(),
@@ -843,19 +843,21 @@ impl<R: Repository + 'static> Outbound<R> {
             }
         };
         for node in found {
-            // A receipt is a few hundred bytes; anything larger is not one.
-            if node.size.is_some_and(|s| s > MAX_RECEIPT_BYTES) {
+            if node.size.is_some_and(|s| s != receipt.len() as u64) {
                 continue;
             }
-            let Ok(stream) = self.repo().download(node.id, None).await else {
+            let Ok(mut stream) = self.repo().download(node.id, None).await else {
                 continue;
             };
-            let Ok(bytes) = ecm::collect(stream).await else {
-                continue;
-            };
-            let names = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .is_ok_and(|r| r["delivery"].as_i64() == Some(d.id));
-            if names {
+            // Read no more than the receipt's length (and one byte).
+            let mut stored = Vec::with_capacity(receipt.len());
+            while let Some(Ok(chunk)) = stream.next().await {
+                stored.extend_from_slice(&chunk);
+                if stored.len() > receipt.len() {
+                    break;
+                }
+            }
+            if stored == receipt {
                 return Some(node.id.0 as u64);
             }
         }
