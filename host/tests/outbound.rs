@@ -610,13 +610,55 @@ async fn receipt_of(repo: &Embedded, node: u64) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// A partner whose one approved document, `A.pdf` (job `job`), was
+/// delivered in one cycle: the folder, the partner's server folder, the
+/// runtime, the document and its finished delivery.
+async fn one_delivered(
+    job: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Arc<Runtime>,
+    NodeId,
+    wharf::ledger::Delivery,
+) {
+    let (dir, remote, runtime, catalog) = globex("", "").await;
+    let doc = store(
+        embedded(&runtime),
+        catalog,
+        "A.pdf",
+        &pdf("first"),
+        "Approved",
+        Some(job),
+        CollisionPolicy::Reject,
+    )
+    .await;
+    runtime.once().await;
+    let [d] = &runtime
+        .ledger()
+        .deliveries(Some("globex"), None, None)
+        .unwrap()[..]
+    else {
+        panic!("one delivery expected");
+    };
+    assert_eq!(d.state, wharf::ledger::DeliveryState::Done);
+    let d = d.clone();
+    (dir, remote, runtime, doc, d)
+}
+
 /// Turn delivery `id` in the ledger under `dir` back to 'uploaded', as if
 /// the process had stopped after storing its receipt, before recording it.
 fn unrecord_receipt(dir: &Path, id: i64) {
+    rewind(dir, id, "state = 'uploaded', receipt_node = NULL");
+}
+
+/// Set `columns` (SQL `SET` clauses) on delivery `id` in the ledger under
+/// `dir`, as a step lost to a crash would leave it.
+fn rewind(dir: &Path, id: i64, columns: &str) {
     let changed = rusqlite::Connection::open(dir.join("state").join("ledger.db"))
         .unwrap()
         .execute(
-            "UPDATE deliveries SET state = 'uploaded', receipt_node = NULL WHERE id = ?1",
+            &format!("UPDATE deliveries SET {columns} WHERE id = ?1"),
             [id],
         )
         .unwrap();
@@ -630,24 +672,8 @@ fn unrecord_receipt(dir: &Path, id: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
     use wharf::ledger::DeliveryState;
-    let (dir, _remote, runtime, catalog) = globex("", "").await;
-    let repo = embedded(&runtime);
-    let a = store(
-        repo,
-        catalog,
-        "A.pdf",
-        &pdf("first"),
-        "Approved",
-        Some("J1"),
-        CollisionPolicy::Reject,
-    )
-    .await;
-    runtime.once().await;
-    let ledger = runtime.ledger();
-    let [d] = &ledger.deliveries(Some("globex"), None, None).unwrap()[..] else {
-        panic!("one delivery expected");
-    };
-    assert_eq!(d.state, DeliveryState::Done);
+    let (dir, _remote, runtime, a, d) = one_delivered("J1").await;
+    let (repo, ledger) = (embedded(&runtime), runtime.ledger());
     let first = d.receipt_node.expect("a receipt");
     let folder = repo
         .node(NodeId(first as i64))
@@ -691,26 +717,7 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
     use wharf::ledger::DeliveryState;
-    let (dir, _remote, runtime, catalog) = globex("", "").await;
-    let repo = embedded(&runtime);
-    store(
-        repo,
-        catalog,
-        "A.pdf",
-        &pdf("first"),
-        "Approved",
-        Some("J7"),
-        CollisionPolicy::Reject,
-    )
-    .await;
-    runtime.once().await;
-    let [d] = &runtime
-        .ledger()
-        .deliveries(Some("globex"), None, None)
-        .unwrap()[..]
-    else {
-        panic!("one delivery expected");
-    };
+    let (dir, _remote, runtime, _, d) = one_delivered("J7").await;
     let first = d.receipt_node.expect("a receipt");
     drop(runtime);
 
@@ -758,6 +765,50 @@ async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
         .map(|n| n.name)
         .collect();
     assert_eq!(made, ["Delivery Logs"]);
+}
+
+/// A delivery whose record of its upload was lost (a power loss after the
+/// receipt was stored, before the ledger's "uploaded" step reached the
+/// disk) finds its file on the server and its stored receipt, though the
+/// upload time it records now is later: no second upload, no second
+/// receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_upload_record_finds_the_file_and_its_receipt() {
+    use wharf::ledger::DeliveryState;
+    let (dir, remote, runtime, _, d) = one_delivered("J8").await;
+    let (repo, ledger) = (embedded(&runtime), runtime.ledger());
+    let first = d.receipt_node.expect("a receipt");
+    let sent = remote.join("to-print").join("GLOBEX_J8_v1_A.pdf");
+    let modified = std::fs::metadata(&sent).unwrap().modified().unwrap();
+    rewind(
+        dir.path(),
+        d.id,
+        "state = 'decided', uploaded_at = NULL, endpoint_host = NULL, receipt_node = NULL",
+    );
+    // The upload time recorded on resuming is a later second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    runtime.once().await;
+    let resumed = ledger.delivery(d.id).unwrap();
+    assert_eq!(resumed.state, DeliveryState::Done);
+    assert_ne!(resumed.uploaded_at, d.uploaded_at);
+    assert_eq!(
+        resumed.receipt_node,
+        Some(first),
+        "the stored receipt is found"
+    );
+    assert_eq!(
+        std::fs::metadata(&sent).unwrap().modified().unwrap(),
+        modified,
+        "not sent again"
+    );
+    let receipt_folder = repo
+        .node(NodeId(first as i64))
+        .await
+        .unwrap()
+        .parent
+        .unwrap();
+    assert_eq!(repo.children(receipt_folder).await.unwrap().len(), 1);
 }
 
 /// A delivery claimed under one name and named by the plugin after the

@@ -40,6 +40,9 @@ pub const RECEIPT_CATEGORY: &str = "wharf Delivery";
 /// resumed delivery's own.
 const MAX_RECEIPTS_CHECKED: u32 = 20;
 
+/// Larger documents are not read as receipts.
+const MAX_RECEIPT_BYTES: u64 = 64 << 10;
+
 /// What happened to one document in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -414,7 +417,7 @@ impl<R: Repository + 'static> Outbound<R> {
     ) -> Result<(), String> {
         let id = delivery.id;
         // Uploaded in an earlier pass: its receipt may be stored already.
-        let uploaded_before = delivery.state == DeliveryState::Uploaded;
+        let mut uploaded_before = delivery.state == DeliveryState::Uploaded;
         // The bytes of a small version read in this pass, for the upload.
         let mut held = None;
         let mut decided_now = false;
@@ -548,6 +551,9 @@ impl<R: Repository + 'static> Outbound<R> {
                     .await
                     .map_err(fail)?
                     .is_some_and(|e| e.size == delivery.size);
+            // Found there: uploaded in an earlier pass whose record of it was
+            // lost (power loss), so its receipt may be stored too.
+            uploaded_before |= already;
             if !already {
                 let parent = path.parent().filter(|p| !p.is_root());
                 if let Some(parent) = &parent {
@@ -725,9 +731,9 @@ impl<R: Repository + 'static> Outbound<R> {
     /// one stored before the process stopped, found there rather than filed
     /// twice, even if the document was renamed or the partner's endpoint
     /// changed meanwhile. A delivery `uploaded_before` this pass first
-    /// looks for those bytes wherever they are stored, which also covers a
+    /// looks for its receipt wherever it is stored, which also covers a
     /// partner's ECM root changed meanwhile (the folder follows the root as
-    /// configured now).
+    /// configured now) and an upload whose record was lost.
     async fn receipt(&self, d: &Delivery, uploaded_before: bool) -> Result<u64, String> {
         let remote = d.remote_path.clone().unwrap_or_default();
         let month = &ecm::rfc3339(d.uploaded_at.unwrap_or(d.created_at))[..7];
@@ -752,7 +758,7 @@ impl<R: Repository + 'static> Outbound<R> {
             "plugin_digest": d.plugin,
         });
         let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
-        if uploaded_before && let Some(stored) = self.stored_receipt(d, &bytes).await {
+        if uploaded_before && let Some(stored) = self.stored_receipt(d).await {
             return Ok(stored);
         }
         let folder = self.deliveries_folder(month).await?;
@@ -809,14 +815,17 @@ impl<R: Repository + 'static> Outbound<R> {
         Ok(stored.node.0 as u64)
     }
 
-    /// The receipt of delivery `d` already in the repository, `receipt`
-    /// byte for byte: looked for by its category's partner, document and
-    /// version. `None` when there is none, or when the search fails; the
-    /// receipt is then filed into the current folder, where one stored there
-    /// before is still found by its content. (A repository whose search
-    /// index lags, as Content Server's can, may not find one stored just
-    /// before the process stopped.)
-    async fn stored_receipt(&self, d: &Delivery, receipt: &[u8]) -> Option<u64> {
+    /// The receipt of delivery `d` already in the repository: looked for
+    /// by its category's partner, document and version, and taken when it
+    /// states this delivery (its id and start, as this ledger recorded them)
+    /// and the same remote path, size and checksum. Its finish time may
+    /// differ: one recorded after a lost upload record is the later of the
+    /// two. `None` when there is none, or when the search fails; the receipt
+    /// is then filed into the current folder, where the same bytes stored
+    /// there before are still found. (A repository whose search index lags,
+    /// as Content Server's can, may not find one stored just before the
+    /// process stopped.)
+    async fn stored_receipt(&self, d: &Delivery) -> Option<u64> {
         let filter = |attribute: &str, value: String| ecm::AttributeFilter {
             category: RECEIPT_CATEGORY.into(),
             attribute: attribute.into(),
@@ -842,22 +851,35 @@ impl<R: Repository + 'static> Outbound<R> {
                 return None;
             }
         };
+        let wanted = serde_json::json!({
+            "delivery": d.id,
+            "started": ecm::rfc3339(d.created_at),
+            "remote_path": d.remote_path.clone().unwrap_or_default(),
+            "size": d.size,
+            "sha256": d.sha256,
+        });
         for node in found {
-            if node.size.is_some_and(|s| s != receipt.len() as u64) {
+            if node.size.is_some_and(|s| s > MAX_RECEIPT_BYTES) {
                 continue;
             }
             let Ok(mut stream) = self.repo().download(node.id, None).await else {
                 continue;
             };
-            // Read no more than the receipt's length (and one byte).
-            let mut stored = Vec::with_capacity(receipt.len());
+            // A receipt is a few hundred bytes: no more is read.
+            let mut stored = Vec::new();
             while let Some(Ok(chunk)) = stream.next().await {
                 stored.extend_from_slice(&chunk);
-                if stored.len() > receipt.len() {
+                if stored.len() as u64 > MAX_RECEIPT_BYTES {
                     break;
                 }
             }
-            if stored == receipt {
+            let Ok(receipt) = serde_json::from_slice::<serde_json::Value>(&stored) else {
+                continue;
+            };
+            let states_it = wanted
+                .as_object()
+                .is_some_and(|w| w.iter().all(|(k, v)| receipt.get(k) == Some(v)));
+            if states_it {
                 return Some(node.id.0 as u64);
             }
         }
