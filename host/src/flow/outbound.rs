@@ -43,6 +43,11 @@ const MAX_RECEIPTS_CHECKED: u32 = 20;
 /// Larger documents are not read as receipts.
 const MAX_RECEIPT_BYTES: u64 = 64 << 10;
 
+/// What a stored receipt must state as a resumed delivery's does to be its
+/// own: this delivery (its id and start, as this ledger recorded them), the
+/// same remote path, size and checksum.
+const RECEIPT_IDENTITY: [&str; 5] = ["delivery", "started", "remote_path", "size", "sha256"];
+
 /// What happened to one document in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -757,10 +762,10 @@ impl<R: Repository + 'static> Outbound<R> {
                 .unwrap_or_else(|| endpoint_host(&self.inbound.partner().endpoint)),
             "plugin_digest": d.plugin,
         });
-        let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
-        if uploaded_before && let Some(stored) = self.stored_receipt(d).await {
+        if uploaded_before && let Some(stored) = self.stored_receipt(d, &body).await {
             return Ok(stored);
         }
+        let bytes = serde_json::to_vec_pretty(&body).map_err(fail)?;
         let folder = self.deliveries_folder(month).await?;
         let text = |n: &str, v: &str| ecm::Attribute {
             name: n.into(),
@@ -817,15 +822,14 @@ impl<R: Repository + 'static> Outbound<R> {
 
     /// The receipt of delivery `d` already in the repository: looked for
     /// by its category's partner, document and version, and taken when it
-    /// states this delivery (its id and start, as this ledger recorded them)
-    /// and the same remote path, size and checksum. Its finish time may
-    /// differ: one recorded after a lost upload record is the later of the
-    /// two. `None` when there is none, or when the search fails; the receipt
+    /// states what `receipt` (the one `d` would file now) does under
+    /// [`RECEIPT_IDENTITY`]. Its finish time may differ: one recorded after
+    /// a lost upload record is the later of the two. `None` when there is none, or when the search fails; the receipt
     /// is then filed into the current folder, where the same bytes stored
     /// there before are still found. (A repository whose search index lags,
     /// as Content Server's can, may not find one stored just before the
     /// process stopped.)
-    async fn stored_receipt(&self, d: &Delivery) -> Option<u64> {
+    async fn stored_receipt(&self, d: &Delivery, receipt: &serde_json::Value) -> Option<u64> {
         let filter = |attribute: &str, value: String| ecm::AttributeFilter {
             category: RECEIPT_CATEGORY.into(),
             attribute: attribute.into(),
@@ -851,13 +855,6 @@ impl<R: Repository + 'static> Outbound<R> {
                 return None;
             }
         };
-        let wanted = serde_json::json!({
-            "delivery": d.id,
-            "started": ecm::rfc3339(d.created_at),
-            "remote_path": d.remote_path.clone().unwrap_or_default(),
-            "size": d.size,
-            "sha256": d.sha256,
-        });
         for node in found {
             if node.size.is_some_and(|s| s > MAX_RECEIPT_BYTES) {
                 continue;
@@ -873,13 +870,13 @@ impl<R: Repository + 'static> Outbound<R> {
                     break;
                 }
             }
-            let Ok(receipt) = serde_json::from_slice::<serde_json::Value>(&stored) else {
+            let Ok(stored) = serde_json::from_slice::<serde_json::Value>(&stored) else {
                 continue;
             };
-            let states_it = wanted
-                .as_object()
-                .is_some_and(|w| w.iter().all(|(k, v)| receipt.get(k) == Some(v)));
-            if states_it {
+            if RECEIPT_IDENTITY
+                .iter()
+                .all(|k| stored.get(k) == receipt.get(k))
+            {
                 return Some(node.id.0 as u64);
             }
         }
