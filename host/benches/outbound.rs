@@ -44,9 +44,9 @@ use wharf_ecm::{
     NewDocument, NodeId, Repository,
 };
 use wharf_tests::bench::{
-    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
-    median, print_table, round_ratios, rounds_note, rss_target, run_self, sha256, sha256_file,
-    small_content, small_label, throughput_target, timed, write_large,
+    Measured, Options, Rounds, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note,
+    large_label, median, print_table, rss_target, run_self, sha256, sha256_file, small_content,
+    small_label, throughput_target, timed, write_large,
 };
 
 /// rclone's parallel transfers, and wharf's connections to the server.
@@ -475,11 +475,7 @@ fn main() {
             // (adjacent when wharf runs first, the other rclone variant
             // between them otherwise): the spread shows how much the
             // machine's own swings make.
-            rounds.push(Rounds {
-                proto: server.proto,
-                what: w.label.clone(),
-                ratios: round_ratios(&wharf_rows, &rclone_rows),
-            });
+            rounds.extend(Rounds::of(&wharf_rows, &rclone_rows));
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
             for peers in [serial_rows, same_work_rows] {
@@ -492,13 +488,6 @@ fn main() {
         let _ = std::fs::remove_dir_all(&w.local);
     }
     print_rows(&rows, &rounds, opts);
-}
-
-/// The wharf/rclone ratio of each round of one case.
-struct Rounds {
-    proto: &'static str,
-    what: String,
-    ratios: Vec<f64>,
 }
 
 fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
@@ -537,12 +526,7 @@ fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
             line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
         }
         line.push_str(&format!("; {}", rss_target(r.rss)));
-        if let Some(each) = rounds
-            .iter()
-            .find(|x| x.proto == r.proto && x.what == r.what)
-        {
-            line.push_str(&rounds_note(&each.ratios));
-        }
+        line.push_str(&Rounds::note_for(rounds, r));
         println!("{line}");
     }
     println!(

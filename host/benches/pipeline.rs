@@ -36,9 +36,9 @@ use wharf::ledger::{Ledger, State};
 use wharf_ecm::embedded::Embedded;
 use wharf_ecm::{NodeKind, Repository};
 use wharf_tests::bench::{
-    Measured, Options, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note, large_label,
-    median, print_table, round_ratios, rounds_note, rss_target, run_self, sha256, sha256_file,
-    small_content, small_label, throughput_target, timed, write_large,
+    Measured, Options, Rounds, RunConfig, SMALL_SIZE, Server, Setup, States, hash_floor_note,
+    large_label, median, print_table, rss_target, run_self, sha256, sha256_file, small_content,
+    small_label, throughput_target, timed, write_large,
 };
 
 /// Files (and connections) in flight, for wharf and rclone alike
@@ -380,8 +380,7 @@ fn main() {
     bench.warm(&servers.all[0]);
 
     let mut rows: Vec<Row> = Vec::new();
-    // Each case's wharf/rclone ratio round by round.
-    let mut rounds: Vec<((&str, String), Vec<f64>)> = Vec::new();
+    let mut rounds: Vec<Rounds> = Vec::new();
     for server in &servers.all {
         for small in [true, false] {
             let kind = if small { "small" } else { "large" };
@@ -466,10 +465,7 @@ fn main() {
                     restore_inbox(server, &w);
                 }
             }
-            rounds.push((
-                (server.proto, w.label.clone()),
-                round_ratios(&wharf_rows, &rclone_rows),
-            ));
+            rounds.extend(Rounds::of(&wharf_rows, &rclone_rows));
             rows.push(median(wharf_rows));
             rows.push(median(rclone_rows));
             if !same_work_rows.is_empty() {
@@ -482,7 +478,7 @@ fn main() {
     print_rows(&rows, &rounds, opts);
 }
 
-fn print_rows(rows: &[Row], rounds: &[((&str, String), Vec<f64>)], opts: &Options) {
+fn print_rows(rows: &[Row], rounds: &[Rounds], opts: &Options) {
     print_table(rows, 10);
     println!();
     for r in rows.iter().filter(|r| r.tool == "wharf") {
@@ -513,12 +509,7 @@ fn print_rows(rows: &[Row], rounds: &[((&str, String), Vec<f64>)], opts: &Option
             line.push_str(&format!("; {}", hash_floor_note(r.bytes, peer.secs)));
             line.push_str(&format!("; {}", rss_target(r.rss)));
         }
-        if let Some((_, each)) = rounds
-            .iter()
-            .find(|((p, w), _)| *p == r.proto && *w == r.what)
-        {
-            line.push_str(&rounds_note(each));
-        }
+        line.push_str(&Rounds::note_for(rounds, r));
         println!("{line}");
     }
     let (parallel, streams) = (parallel(), streams());

@@ -679,6 +679,38 @@ pub fn round_ratios<C>(wharf: &[Row<C>], peer: &[Row<C>]) -> Vec<f64> {
     wharf.iter().zip(peer).map(|(w, p)| w.ratio(p)).collect()
 }
 
+/// Each round's wharf/rclone ratio of one case (protocol and workload).
+#[derive(Debug, Clone)]
+pub struct Rounds {
+    /// `ftp` or `sftp`.
+    pub proto: &'static str,
+    /// The workload's label.
+    pub what: String,
+    /// One ratio a round, in round order.
+    pub ratios: Vec<f64>,
+}
+
+impl Rounds {
+    /// The rounds of `wharf` against `peer` (the rows of one case, one of
+    /// each per round, in round order).
+    pub fn of<C>(wharf: &[Row<C>], peer: &[Row<C>]) -> Option<Self> {
+        let first = wharf.first()?;
+        Some(Rounds {
+            proto: first.proto,
+            what: first.what.clone(),
+            ratios: round_ratios(wharf, peer),
+        })
+    }
+
+    /// [`rounds_note`] of the case of `row` among `all` (empty if none).
+    pub fn note_for<C>(all: &[Rounds], row: &Row<C>) -> String {
+        all.iter()
+            .find(|x| x.proto == row.proto && x.what == row.what)
+            .map(|x| rounds_note(&x.ratios))
+            .unwrap_or_default()
+    }
+}
+
 /// `; each round's own ratio 1.10, 0.95, 1.20x (median of rounds 1.10x)`
 /// for more than one round: beside the ratio of the medians, the spread
 /// a shared machine's swings make. Empty for one round.
@@ -833,6 +865,9 @@ mod tests {
             "; each round's own ratio 1.30, 0.90, 1.10x (median of rounds 1.10x)"
         );
         assert_eq!(rounds_note(&[1.0]), "");
+        let all = [Rounds::of(&wharf, &rclone).unwrap()];
+        assert_eq!(Rounds::note_for(&all, &wharf[0]), rounds_note(&[2.0, 0.5]));
+        assert_eq!(Rounds::note_for(&all, &row("sftp", "wharf", 1.0, 1, 0)), "");
     }
 
     #[test]
