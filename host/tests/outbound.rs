@@ -646,6 +646,16 @@ async fn one_delivered(
     (dir, remote, runtime, doc, d)
 }
 
+/// The names of the nodes in `folder`.
+async fn child_names(repo: &Embedded, folder: NodeId) -> Vec<String> {
+    repo.children(folder)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
 /// Turn delivery `id` in the ledger under `dir` back to 'uploaded', as if
 /// the process had stopped after storing its receipt, before recording it.
 fn unrecord_receipt(dir: &Path, id: i64) {
@@ -681,15 +691,10 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
         .unwrap()
         .parent
         .unwrap();
-    let receipts = async || -> Vec<String> {
-        repo.children(folder)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|n| n.name)
-            .collect()
-    };
-    assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
+    assert_eq!(
+        child_names(repo, folder).await,
+        ["GLOBEX_J1_v1_A.pdf.receipt.json"]
+    );
 
     // The process stopped after storing the receipt, before recording it;
     // then the document was renamed.
@@ -706,7 +711,10 @@ async fn a_receipt_stored_before_a_crash_is_not_filed_twice() {
         Some(first),
         "the stored receipt is found"
     );
-    assert_eq!(receipts().await, ["GLOBEX_J1_v1_A.pdf.receipt.json"]);
+    assert_eq!(
+        child_names(repo, folder).await,
+        ["GLOBEX_J1_v1_A.pdf.receipt.json"]
+    );
     let receipt = receipt_of(repo, first).await;
     assert_eq!(receipt["document_name"], "A.pdf", "{receipt}");
 }
@@ -757,14 +765,7 @@ async fn a_stored_receipt_is_found_after_the_ecm_root_changed() {
         )
         .await
         .unwrap();
-    let made: Vec<String> = repo
-        .children(new_root)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.name)
-        .collect();
-    assert_eq!(made, ["Delivery Logs"]);
+    assert_eq!(child_names(repo, new_root).await, ["Delivery Logs"]);
 }
 
 /// A delivery whose record of its upload was lost (a power loss after the
