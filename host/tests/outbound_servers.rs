@@ -330,6 +330,10 @@ async fn delivers_approved_documents_once(remote: &Remote<'_>, dir: &Path) {
             .find(|e| e.remote_path.as_deref() == Some(&format!("to-print/{name}")))
             .unwrap_or_else(|| panic!("no report for {name}: {delivered:#?}"));
         assert_eq!(report.bytes_sent, bytes.len() as u64);
+        assert!(
+            !report.uploading.is_zero() && report.uploading <= report.elapsed,
+            "{report:#?}"
+        );
     }
     let ledger = runtime.ledger();
     let rows = ledger.deliveries(Some(PARTNER), None, None).unwrap();
@@ -359,7 +363,9 @@ async fn delivers_approved_documents_once(remote: &Remote<'_>, dir: &Path) {
         second
             .exports
             .iter()
-            .all(|e| e.outcome == ExportOutcome::Skipped && e.bytes_sent == 0),
+            .all(|e| e.outcome == ExportOutcome::Skipped
+                && e.bytes_sent == 0
+                && e.uploading.is_zero()),
         "{:#?}",
         second.exports
     );

@@ -99,6 +99,11 @@ pub struct ExportReport {
     /// Time spent.
     #[serde(skip)]
     pub elapsed: Duration,
+    /// Of that, time spent uploading the document: its transfer to a
+    /// temporary name, the size check and the rename (zero when nothing
+    /// was uploaded in this pass).
+    #[serde(skip)]
+    pub uploading: Duration,
 }
 
 /// What the plugin reads of a version when it names the delivery.
@@ -261,6 +266,7 @@ impl<R: Repository + 'static> Outbound<R> {
             detail,
             bytes_sent: 0,
             elapsed: Duration::ZERO,
+            uploading: Duration::ZERO,
         }
     }
 
@@ -584,7 +590,12 @@ impl<R: Repository + 'static> Outbound<R> {
                 // for one commit, not two.
                 let month = ecm::rfc3339(crate::flow::inbound::now_secs());
                 let (uploaded, ()) = tokio::join!(
-                    endpoint.write_atomic(&path, &mut reader, None),
+                    async {
+                        let started = std::time::Instant::now();
+                        let r = endpoint.write_atomic(&path, &mut reader, None).await;
+                        report.uploading += started.elapsed();
+                        r
+                    },
                     async {
                         if let Err(e) = self.deliveries_folder(&month[..7]).await {
                             tracing::debug!(partner = %self.partner(), "receipt folder not made yet: {e}");
