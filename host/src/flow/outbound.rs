@@ -835,11 +835,11 @@ impl<R: Repository + 'static> Outbound<R> {
     /// by its category's partner, document and version, and taken when it
     /// states what `receipt` (the one `d` would file now) does under
     /// [`RECEIPT_IDENTITY`]. Its finish time may differ: one recorded after
-    /// a lost upload record is the later of the two. `None` when there is none, or when the search fails; the receipt
-    /// is then filed into the current folder, where the same bytes stored
-    /// there before are still found. (A repository whose search index lags,
-    /// as Content Server's can, may not find one stored just before the
-    /// process stopped.)
+    /// a lost upload record is the later of the two. `None` when there is
+    /// none, or when the search fails; the receipt is then filed into the
+    /// current folder, where the same bytes stored there before are still
+    /// found. (A repository whose search index lags, as Content Server's
+    /// can, may not find one stored just before the process stopped.)
     async fn stored_receipt(&self, d: &Delivery, receipt: &serde_json::Value) -> Option<u64> {
         let filter = |attribute: &str, value: String| ecm::AttributeFilter {
             category: RECEIPT_CATEGORY.into(),
